@@ -1,0 +1,2 @@
+"""The TSVA gateway."""
+__version__ = "0.1.0"

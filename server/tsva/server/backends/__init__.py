@@ -1,0 +1,1 @@
+"""Inference backends: where batches of patches are run through the network."""
