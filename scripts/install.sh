@@ -3,6 +3,7 @@
 # (the README's commands, CI, the Dockerfile), so each exercises the same steps.
 #   scripts/install.sh gateway [VENV]   client + gateway (no torch): enough for `tsva serve`
 #   scripts/install.sh dev [VENV]       everything, training side and test tools included
+#   scripts/install.sh image [VENV]     client + gateway, non-editable (the Dockerfile's install)
 set -euo pipefail
 profile=${1:-gateway}
 venv=${2:-.venv}
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 case "$profile" in
   gateway) "${pip[@]}" install -c requirements/constraints.txt -e clients -e server ;;
+  image) "${pip[@]}" install --no-cache-dir -c requirements/constraints.txt ./clients ./server ;;
   dev) "${pip[@]}" install -c requirements/constraints.txt -e clients -e server -e export -r requirements/test.txt ;;
-  *) echo "usage: $0 gateway|dev [VENV]" >&2; exit 2 ;;
+  *) echo "usage: $0 gateway|dev|image [VENV]" >&2; exit 2 ;;
 esac
