@@ -1,0 +1,91 @@
+"""`tsva export CHECKPOINT`: ONNX (fp32 / fp16) or TensorRT plan, with metadata and a parity check."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import TsvaExportError
+from ..paths import DOCS_DIR, SHIPPED_MODEL
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint written by `tsva train` (e.g. runs/tsva/best.pt)")
+    parser.add_argument("-o", "--output", default=str(SHIPPED_MODEL),
+                        help="output file (default: the shipped model, %(default)s)")
+    parser.add_argument("--format", choices=("onnx", "onnx-fp16", "tensorrt"), default="onnx",
+                        help="onnx: float32 (the shipped model); onnx-fp16: fp16 arithmetic with float32 "
+                             "inputs/outputs, for GPUs; tensorrt: a TensorRT plan (needs TensorRT)")
+    parser.add_argument("--fp16", metavar="OUT", help="also write the fp16 ONNX variant to OUT")
+    parser.add_argument("--evaluation", default=str(DOCS_DIR / "evaluation.json"),
+                        help="evaluation JSON of `tsva evaluate` whose summary goes into the metadata "
+                             "(default %(default)s; skipped if missing)")
+    parser.add_argument("--model-version", default="1", help="metadata model_version (default %(default)s)")
+    parser.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except TsvaExportError as exc:
+        print(f"tsva export: {exc}", file=sys.stderr)
+        return 2
+
+
+def evaluation_summary(path: str | Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        return "not evaluated"
+    try:
+        return json.loads(path.read_text()).get("summary", "not evaluated")
+    except (OSError, ValueError):
+        return "not evaluated"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_checkpoint
+    from ..metadata import model_metadata
+    from ..network import NetworkConfig
+    from ..onnx_export import PARITY_TOLERANCE, check_parity, export_onnx
+    from ..optics import Optics
+
+    net, ckpt = load_checkpoint(args.checkpoint)
+    network = NetworkConfig(**ckpt["network"])
+    optics = Optics.from_dict(ckpt.get("optics", {}))
+    train = ckpt.get("train", {})
+    meta = model_metadata(
+        network, optics, patch_size=int(train.get("patch_size", 224)),
+        training_data=str(ckpt.get("training_data", "unknown")),
+        training_command=str(ckpt.get("training_command", "unknown")),
+        evaluation_summary=evaluation_summary(args.evaluation), model_version=args.model_version)
+    output = Path(args.output)
+    if args.format == "tensorrt":
+        return _tensorrt(net, meta, output)
+    export_onnx(net, output, meta, fp16=args.format == "onnx-fp16")
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {args.format})")
+    if args.format == "onnx" and not args.no_parity:
+        diff = check_parity(net, output)
+        print(f"parity ONNX Runtime vs PyTorch: max abs diff {diff:.2e} (tolerance {PARITY_TOLERANCE:g})")
+        if not diff <= PARITY_TOLERANCE:
+            print("tsva export: parity check FAILED", file=sys.stderr)
+            return 1
+    if args.fp16:
+        export_onnx(net, args.fp16, meta, fp16=True)
+        print(f"wrote {args.fp16} (onnx-fp16)")
+    return 0
+
+
+def _tensorrt(net, meta: dict, output: Path) -> int:
+    import tempfile
+
+    from ..onnx_export import export_onnx
+    try:
+        from .. import tensorrt as trt_builder  # the triton engineer's TensorRT-plan builder
+    except ImportError as exc:
+        raise TsvaExportError(f"--format tensorrt is unavailable here: {exc}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(net, Path(tmp) / "model.onnx", meta)
+        trt_builder.build_plan(onnx_path, output)
+    print(f"wrote {output} (tensorrt)")
+    return 0

@@ -1,0 +1,93 @@
+"""ONNX export to the gateway's contract, metadata, parity check and the fp16 variant.
+
+Contract: inputs `y1`, `y2`, output `x`, float32 NCHW in [0, 1], batch/height/width dynamic
+(height and width multiples of 16), opset >= 17.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from .network import Clamped
+
+OPSET = 17
+INPUTS = ("y1", "y2")
+OUTPUT = "x"
+PARITY_TOLERANCE = 1e-4
+
+
+class _Fp16Inside(torch.nn.Module):
+    """fp16 arithmetic with the contract's float32 inputs and outputs (for GPU serving)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net.half()
+
+    def forward(self, y1, y2):
+        return self.net(y1.half(), y2.half()).float()
+
+
+def export_onnx(net: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None,
+                fp16: bool = False, sample_size: int = 64) -> Path:
+    """Write `net` (called as net(y1, y2)) as ONNX with clamped output and string metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = Clamped(net).eval()
+    if fp16:
+        model = _Fp16Inside(model)
+    sample = torch.rand(1, 3, sample_size, sample_size)
+    dynamic = {name: {0: "batch", 2: "height", 3: "width"} for name in (*INPUTS, OUTPUT)}
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter: needs no onnxscript, and handles this plain conv net exactly.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (sample, sample), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=list(INPUTS), output_names=[OUTPUT], dynamic_axes=dynamic,
+                          do_constant_folding=True)
+    proto = onnx.load(str(path))
+    set_metadata(proto, metadata or {})
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in metadata.items():
+        if key in existing:
+            existing[key].value = str(value)
+        else:
+            proto.metadata_props.add(key=key, value=str(value))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_session(path: str | Path, threads: int = 1):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def check_parity(net: torch.nn.Module, path: str | Path, sizes=((1, 64, 64), (2, 96, 128)),
+                 seed: int = 0) -> float:
+    """Max abs difference ONNX Runtime vs PyTorch over the given (batch, height, width) sizes."""
+    session = onnx_session(path)
+    model = Clamped(net).eval()
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for batch, h, w in sizes:
+        y1 = rng.random((batch, 3, h, w), dtype=np.float32)
+        y2 = rng.random((batch, 3, h, w), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(y1), torch.from_numpy(y2)).numpy()
+        got = session.run([OUTPUT], {"y1": y1, "y2": y2})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst

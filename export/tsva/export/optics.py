@@ -1,0 +1,201 @@
+"""Optics simulator: Born & Wolf scalar defocus PSF, layered depth of field, sensor noise.
+
+PSF (Born & Wolf, paraxial scalar defocus; the paper's eq. 1), for wavelength lam, defocus z,
+numerical aperture NA and immersion index n:
+
+    h(r, z) = | int_0^1 J0(v rho) exp(-i u rho^2 / 2) rho drho |^2,
+    v = 2 pi NA r / lam,   u = 2 pi NA^2 z / (n lam)
+
+The radial profile is integrated by Gauss-Legendre quadrature over the pupil radius rho, sampled
+on a fine radial grid, integrated over each camera pixel (supersampling) and normalised to sum 1.
+PSFs are cached per (optics, wavelength, defocus).
+
+Layered depth of field (eqs. 2-3): the section is a few thin layers at depths z_l; each layer's
+share of the texture is blurred by the PSF of its own defocus (shot plane minus z_l) and the
+layers are summed. Shots at -dD - n and +dD - n around the tile's true focus, n ~ N(0, sigma);
+ground truth = the in-focus image (shot plane 0), noise-free.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage, signal, special
+
+from .errors import OpticsError
+
+DEFAULT_DEFOCUS_UM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+@dataclass(frozen=True)
+class Optics:
+    numerical_aperture: float = 0.75
+    refractive_index: float = 1.0          # dry objective
+    pixel_size_um: float = 0.25            # at the sample
+    wavelengths_um: tuple[float, ...] = (0.61, 0.53, 0.47)  # R, G, B
+    defocus_um: tuple[float, ...] = DEFAULT_DEFOCUS_UM        # the dD values of the two shots
+    focus_sigma_um: float = 1.0            # tile focus offset n ~ N(0, sigma)
+
+    def __post_init__(self):
+        object.__setattr__(self, "wavelengths_um", tuple(float(w) for w in self.wavelengths_um))
+        object.__setattr__(self, "defocus_um", tuple(float(d) for d in self.defocus_um))
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.refractive_index >= 1.0:
+            raise OpticsError(f"optics.refractive_index must be >= 1, got {self.refractive_index}")
+        if not 0.0 < self.numerical_aperture < self.refractive_index:
+            raise OpticsError(
+                f"optics.numerical_aperture must be in (0, refractive index {self.refractive_index}), "
+                f"got {self.numerical_aperture}: NA >= n is not a physical objective")
+        if not self.pixel_size_um > 0:
+            raise OpticsError(f"optics.pixel_size_um must be > 0, got {self.pixel_size_um}")
+        if not self.wavelengths_um or any(not w > 0 for w in self.wavelengths_um):
+            raise OpticsError(f"optics.wavelengths_um must be positive, got {self.wavelengths_um}")
+        if not self.defocus_um or any(not d > 0 for d in self.defocus_um):
+            raise OpticsError(f"optics.defocus_um (dD) values must be > 0, got {self.defocus_um}")
+        if not self.focus_sigma_um >= 0:
+            raise OpticsError(f"optics.focus_sigma_um must be >= 0, got {self.focus_sigma_um}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Optics":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# ---------------------------------------------------------------------------------------------- PSF
+
+def radial_psf_profile(r_um: np.ndarray, wavelength_um: float, defocus_um: float,
+                       numerical_aperture: float, refractive_index: float = 1.0,
+                       nodes: int = 256) -> np.ndarray:
+    """Unnormalised Born & Wolf intensity at radii r_um, by `nodes`-point Gauss-Legendre quadrature."""
+    rho, weights = np.polynomial.legendre.leggauss(nodes)
+    rho = 0.5 * (rho + 1.0)          # map [-1, 1] -> [0, 1]
+    weights = 0.5 * weights
+    v = 2 * math.pi * numerical_aperture * np.asarray(r_um, dtype=np.float64) / wavelength_um
+    u = 2 * math.pi * numerical_aperture ** 2 * defocus_um / (refractive_index * wavelength_um)
+    pupil = np.exp(-0.5j * u * rho ** 2) * rho * weights             # [nodes]
+    field_ = special.j0(np.outer(v.ravel(), rho)) @ pupil             # [len(r)]
+    return (np.abs(field_) ** 2).reshape(np.shape(r_um))
+
+
+def psf_radius_px(optics: Optics, defocus_um: float, wavelength_um: float) -> int:
+    """Half-size of the PSF kernel: geometric blur radius plus a few Airy rings."""
+    tan_alpha = optics.numerical_aperture / math.sqrt(optics.refractive_index ** 2 - optics.numerical_aperture ** 2)
+    geometric = abs(defocus_um) * tan_alpha
+    airy = 0.61 * wavelength_um / optics.numerical_aperture
+    return int(math.ceil((1.3 * geometric + 4 * airy) / optics.pixel_size_um)) + 2
+
+
+@functools.lru_cache(maxsize=512)
+def _psf_cached(optics: Optics, wavelength_um: float, defocus_um: float, supersample: int, nodes: int) -> np.ndarray:
+    half = psf_radius_px(optics, defocus_um, wavelength_um)
+    size = 2 * half + 1
+    # Intensity sampled at `supersample` points per pixel and summed: integrates over each pixel.
+    step = optics.pixel_size_um / supersample
+    coords = (np.arange(size * supersample) - (size * supersample - 1) / 2) * step
+    rr = np.hypot(coords[:, None], coords[None, :])
+    # Radial profile on a fine 1-D grid, interpolated to the 2-D distances (exactly radial).
+    r_fine = np.linspace(0.0, rr.max() + step, 4 * int(rr.max() / step + 2))
+    profile = radial_psf_profile(r_fine, wavelength_um, defocus_um, optics.numerical_aperture,
+                                 optics.refractive_index, nodes)
+    fine = np.interp(rr, r_fine, profile)
+    psf = fine.reshape(size, supersample, size, supersample).sum(axis=(1, 3))
+    psf /= psf.sum()
+    psf.setflags(write=False)
+    return psf
+
+
+def psf(optics: Optics, wavelength_um: float, defocus_um: float, supersample: int = 3,
+        nodes: int = 256) -> np.ndarray:
+    """2-D PSF (odd size, centred, sums to 1) for one wavelength and defocus; cached."""
+    return _psf_cached(optics, float(wavelength_um), round(float(defocus_um), 4), supersample, nodes)
+
+
+def blur(image: np.ndarray, optics: Optics, defocus_um: float) -> np.ndarray:
+    """Blur an HxWxC float image (C = len(wavelengths)) at one defocus; reflect-padded borders."""
+    out = np.empty_like(image, dtype=np.float64)
+    for c, lam in enumerate(optics.wavelengths_um):
+        kernel = psf(optics, lam, defocus_um)
+        half = kernel.shape[0] // 2
+        padded = np.pad(image[..., c], half, mode="reflect")
+        out[..., c] = signal.fftconvolve(padded, kernel, mode="valid")
+    return out
+
+
+# ------------------------------------------------------------------------------- depth of field
+
+@dataclass(frozen=True)
+class Sample:
+    """Layered depth-of-field settings of the simulated section and sensor."""
+    layers: int = 3                      # thin layers of the section
+    thickness_um: float = 1.0            # the layers span [-t/2, t/2] around the section's middle
+    layer_smoothness_px: float = 24.0    # spatial scale of the random layer masks
+    photons_at_white: float = 2000.0     # Poisson part of the sensor noise (electrons at full scale)
+    read_noise: float = 0.004            # Gaussian part, fraction of full scale
+    bit_depth: int = 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _layer_masks(shape: tuple[int, int], sample: Sample, rng: np.random.Generator) -> np.ndarray:
+    """Random smooth partition of unity: which share of each pixel's stain lies in which layer."""
+    logits = rng.normal(size=(sample.layers, *shape))
+    logits = ndimage.gaussian_filter(logits, sigma=(0, sample.layer_smoothness_px, sample.layer_smoothness_px))
+    logits /= logits.std() + 1e-12
+    weights = np.exp(2.0 * logits)
+    return weights / weights.sum(axis=0, keepdims=True)
+
+
+def image_at(texture: np.ndarray, masks: np.ndarray, depths_um: np.ndarray, optics: Optics,
+             plane_um: float) -> np.ndarray:
+    """Image formed with the focal plane at `plane_um`: each layer blurred by its own defocus.
+    Blurring acts on the stain (1 - transmission), the background stays white."""
+    absorbance = 1.0 - texture
+    out = np.zeros_like(texture, dtype=np.float64)
+    for mask, depth in zip(masks, depths_um):
+        out += blur(absorbance * mask[..., None], optics, plane_um - depth)
+    return 1.0 - out
+
+
+def add_sensor_noise(image: np.ndarray, sample: Sample, rng: np.random.Generator) -> np.ndarray:
+    """Poisson-Gaussian noise, then quantisation to `bit_depth` bits (as the camera delivers)."""
+    electrons = rng.poisson(np.clip(image, 0, None) * sample.photons_at_white)
+    noisy = electrons / sample.photons_at_white + rng.normal(0.0, sample.read_noise, image.shape)
+    levels = 2 ** sample.bit_depth - 1
+    return np.round(np.clip(noisy, 0.0, 1.0) * levels) / levels
+
+
+@dataclass
+class SimulatedPair:
+    y1: np.ndarray        # sharper shot (Brenner), float32 HxWxC in [0, 1]
+    y2: np.ndarray        # the other shot
+    truth: np.ndarray     # in-focus, noise-free
+    dd_um: float
+    focus_offset_um: float
+    y1_defocus_um: float  # defocus (shot plane - true focus) of y1
+    y2_defocus_um: float
+
+
+def simulate_pair(texture: np.ndarray, optics: Optics, sample: Sample, dd_um: float,
+                  rng: np.random.Generator, focus_offset_um: float | None = None) -> SimulatedPair:
+    """Two shots at -dD - n and +dD - n around the tile's true focus, ordered by Brenner gradient."""
+    from .sharpness import brenner_gradient
+
+    texture = np.asarray(texture, dtype=np.float64)
+    n = rng.normal(0.0, optics.focus_sigma_um) if focus_offset_um is None else float(focus_offset_um)
+    masks = _layer_masks(texture.shape[:2], sample, rng)
+    depths = (np.linspace(-0.5, 0.5, sample.layers) * sample.thickness_um if sample.layers > 1
+              else np.zeros(1))
+    truth = image_at(texture, masks, depths, optics, 0.0)
+    planes = (-dd_um - n, dd_um - n)
+    shots = [add_sensor_noise(image_at(texture, masks, depths, optics, p), sample, rng) for p in planes]
+    order = (0, 1) if brenner_gradient(shots[0]) >= brenner_gradient(shots[1]) else (1, 0)
+    f32 = lambda a: np.clip(a, 0, 1).astype(np.float32)  # noqa: E731
+    return SimulatedPair(f32(shots[order[0]]), f32(shots[order[1]]), f32(truth), float(dd_um), float(n),
+                         float(planes[order[0]]), float(planes[order[1]]))
