@@ -1,0 +1,114 @@
+"""What every client verb shares: the connection options, opening a Client, and turning failures
+into one clear line on stderr (no stack trace) with a non-zero exit status.
+
+Exit status: 0 success, 1 the server or the call failed, 2 bad input (options, files, images),
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable
+
+EXIT_OK, EXIT_CALL_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--server, TLS, token and timeout options (loadtest reuses them)."""
+    from tsva.client._core import DEFAULT_SERVER
+
+    group = parser.add_argument_group("connection")
+    group.add_argument("--server", metavar="HOST:PORT", default=os.environ.get("TSVA_SERVER", DEFAULT_SERVER),
+                       help="gateway address (env TSVA_SERVER; default %(default)s)")
+    group.add_argument("--tls-ca", metavar="PEM", help="CA certificate(s) that signed the server's: use TLS")
+    group.add_argument("--tls-cert", metavar="PEM", help="client certificate, for servers that require mutual TLS")
+    group.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    tokens = group.add_mutually_exclusive_group()
+    tokens.add_argument("--token", default=os.environ.get("TSVA_TOKEN"),
+                        help="bearer token sent with every call (env TSVA_TOKEN; prefer --token-file: "
+                             "command lines are visible to other users)")
+    tokens.add_argument("--token-file", metavar="FILE", help="file whose first line is the bearer token")
+    group.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                       help="deadline of each call (default: none)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def connect(args: argparse.Namespace, **overrides):
+    """A Client for the connection options in `args`; raises SecurityConfigError for bad TLS/token files."""
+    from tsva.client import security
+    from tsva.client.sdk import Client
+
+    token = security.read_token(args.token_file) if getattr(args, "token_file", None) else args.token
+    kwargs = dict(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, token=token,
+                  timeout=args.timeout)
+    kwargs.update(overrides)
+    return Client(args.server, **kwargs)
+
+
+def describe_failure(exc: BaseException, server: str | None = None) -> tuple[str, int]:
+    """(one line for a human, exit status) for a failure of a client verb."""
+    import grpc
+
+    from tsva.client import security
+    from tsva.client.errors import TsvaError
+
+    if isinstance(exc, TsvaError):
+        where = exc.server or server or "the server"
+        if exc.unreachable:
+            return (f"cannot reach the server at {where} (is `tsva serve` running? --server HOST:PORT "
+                    f"picks another): {exc.message}", EXIT_CALL_FAILED)
+        if exc.code == grpc.StatusCode.UNAUTHENTICATED:
+            return f"{where} refused the credentials (--token / --token-file): {exc.message}", EXIT_CALL_FAILED
+        if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return f"no answer from {where} within the deadline (--timeout): {exc.message}", EXIT_CALL_FAILED
+        if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+            return f"{where} rejected the input: {exc.message}", EXIT_BAD_INPUT
+        return f"{where} answered {exc.code.name}: {exc.message}", EXIT_CALL_FAILED
+    if isinstance(exc, security.SecurityConfigError):
+        return str(exc), EXIT_BAD_INPUT
+    if isinstance(exc, OSError):
+        name = f" {exc.filename!r}" if exc.filename else ""
+        return f"{exc.strerror or exc}{name}", EXIT_BAD_INPUT
+    if isinstance(exc, (ValueError, TypeError)):  # ImageInputError is a ValueError
+        return str(exc), EXIT_BAD_INPUT
+    raise exc
+
+
+def human_errors(verb: str) -> Callable:
+    """Decorates a verb's run(args): known failures become `tsva VERB: error: ...` and an exit status."""
+
+    def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(run)
+        def wrapper(args: argparse.Namespace) -> int:
+            try:
+                return run(args)
+            except KeyboardInterrupt:
+                print(f"tsva {verb}: interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            except Exception as exc:
+                message, status = describe_failure(exc, getattr(args, "server", None))
+                print(f"tsva {verb}: error: {message}", file=sys.stderr)
+                return status
+
+        return wrapper
+
+    return decorate
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

@@ -1,0 +1,37 @@
+"""Exceptions of the client SDK."""
+from __future__ import annotations
+
+import grpc
+
+from tsva.client.images import ImageError
+
+
+class TsvaError(Exception):
+    """A call failed: carries the gRPC status code and the server's message.
+
+    `code` is a grpc.StatusCode; `message` is the server's details (it names the field and tile).
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, *, server: str | None = None):
+        self.code = code
+        self.message = message
+        self.server = server
+        super().__init__(f"{code.name}: {message}")
+
+    @property
+    def unreachable(self) -> bool:
+        """True when no connection to the server could be made (as opposed to a failed call)."""
+        return self.code == grpc.StatusCode.UNAVAILABLE and "connect" in self.message.lower()
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError, server: str | None = None) -> "TsvaError":
+        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        details = error.details() if hasattr(error, "details") else str(error)
+        return cls(code or grpc.StatusCode.UNKNOWN, details or "", server=server)
+
+
+class ImageInputError(ImageError):
+    """An input image (array, file or bytes) that cannot be sent; the message names the field."""
+
+
+__all__ = ["TsvaError", "ImageError", "ImageInputError"]
