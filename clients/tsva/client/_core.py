@@ -90,6 +90,15 @@ def as_pair(item: Any) -> FusePair:
                     f"got {type(item).__name__}")
 
 
+def tile_id_of(index: int, item: Any) -> str:
+    """The tile id a pair will be sent with (its index unless it names one)."""
+    try:
+        tile_id = as_pair(item).tile_id
+    except (TypeError, ValueError):
+        tile_id = None
+    return str(index) if tile_id is None else str(tile_id)
+
+
 class StreamBook:
     """Bookkeeping of one FuseTiles stream: assigns tile ids, refuses duplicates in flight, matches
     responses to requests and names the tiles left unanswered when a stream breaks.
@@ -105,10 +114,16 @@ class StreamBook:
 
     def prepare(self, index: int, item: Any) -> tuple[pb.FuseRequest | None, FuseResult | None]:
         """(request, None) to send, or (None, failed result) for a pair that cannot be sent."""
-        tile_id = str(index)
+        request, failure = self.build(index, item)
+        if request is not None:
+            failure = self.register(index, request)
+        return (None, failure) if failure is not None else (request, None)
+
+    def build(self, index: int, item: Any) -> tuple[pb.FuseRequest | None, FuseResult | None]:
+        """The request for a pair, or a failed result; touches no state (safe in any thread)."""
+        tile_id = tile_id_of(index, item)
         try:
             pair = as_pair(item)
-            tile_id = str(index) if pair.tile_id is None else str(pair.tile_id)
             encoding = pair.output_encoding if pair.output_encoding is not None else self._default_encoding
             request = fuse_request(pair.shot_a, pair.shot_b, tile_id=tile_id, slide_id=pair.slide_id,
                                    position=pair.position, defocus_a_um=pair.defocus_a_um,
@@ -116,14 +131,19 @@ class StreamBook:
         except (ValueError, TypeError) as exc:  # ImageInputError is a ValueError
             return None, FuseResult.failed(tile_id, grpc.StatusCode.INVALID_ARGUMENT,
                                            f"tile {tile_id!r}: {exc}", index=index)
+        return request, None
+
+    def register(self, index: int, request: pb.FuseRequest) -> FuseResult | None:
+        """Records a request as in flight; a failed result if its tile id already is."""
+        tile_id = request.tile_id
         with self._lock:
             if tile_id in self._pending:
-                return None, FuseResult.failed(
+                return FuseResult.failed(
                     tile_id, grpc.StatusCode.INVALID_ARGUMENT,
                     f"tile_id: {tile_id!r} is already in flight on this stream (tile ids must be unique)",
                     index=index)
             self._pending[tile_id] = (index, time.perf_counter())
-        return request, None
+        return None
 
     def complete(self, response: pb.FuseResponse) -> FuseResult:
         with self._lock:

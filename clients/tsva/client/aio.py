@@ -122,15 +122,26 @@ class AsyncClient:
         events: asyncio.Queue = asyncio.Queue()
         call = self._stub.FuseTiles(timeout=timeout, metadata=self._settings.metadata)
 
+        taking: list = []  # the pair taken and not yet recorded in `book`, as [(index, item)]
+
         async def send():
             index = 0
+            items = _aiter(pairs)
             try:
-                async for item in _aiter(pairs):
-                    await slots.acquire()
-                    request, failure = await asyncio.to_thread(book.prepare, index, item)
+                while True:
+                    await slots.acquire()  # before taking the pair: `window` bounds what is taken
+                    try:
+                        item = await anext(items)
+                    except StopAsyncIteration:
+                        break
+                    taking.append((index, item))
+                    # Files are read and images encoded in a thread; recording stays in the loop.
+                    request, failure = await asyncio.to_thread(book.build, index, item)
+                    if request is not None:
+                        failure = book.register(index, request)
+                    taking.clear()
                     index += 1
                     if failure is not None:
-                        slots.release()
                         events.put_nowait(("result", failure))
                         continue
                     await call.write(request)
@@ -157,11 +168,13 @@ class AsyncClient:
         try:
             while True:
                 kind, payload = await events.get()
+                # A tile holds its slot until the caller has taken its result (see Client.fuse_stream).
                 if kind == "result":
                     yield payload
-                elif kind == "response":
                     slots.release()
+                elif kind == "response":
                     yield book.complete(payload)
+                    slots.release()
                 elif kind == "raise":
                     input_error = payload
                 elif kind == "closed":
@@ -172,6 +185,16 @@ class AsyncClient:
                     return
                 else:  # "failed"
                     error = _core.rpc_error(payload, self.server)
+                    tasks[0].cancel()
+                    await asyncio.gather(tasks[0], return_exceptions=True)
+                    while not events.empty():  # pairs that failed here before the stream broke
+                        kind, payload = events.get_nowait()
+                        if kind == "result":
+                            yield payload
+                    for index, item in taking:  # taken, not yet sent
+                        tile_id = _core.tile_id_of(index, item)
+                        yield FuseResult.failed(tile_id, error.code, f"tile {tile_id!r}: stream failed before it "
+                                                f"was sent: {error.message}", index=index)
                     for result in book.abandon(error.code, f"stream failed: {error.message}"):
                         yield result
                     raise error

@@ -114,7 +114,8 @@ class Client:
 
     def fuse_stream(self, pairs: Iterable[Any], *, window: int = 8, output_encoding: str | int | None = None,
                     timeout: float | None = None) -> Iterator[FuseResult]:
-        """Fuses pairs over one FuseTiles stream, keeping up to `window` tiles in flight.
+        """Fuses pairs over one FuseTiles stream, keeping up to `window` tiles in flight (taken
+        from `pairs` but their results not yet taken by the caller).
 
         `pairs` yields FusePair, dicts of its fields, (shot_a, shot_b) or (tile_id, shot_a, shot_b);
         it is consumed lazily, so it may be endless. Results come as they are ready, out of order
@@ -131,6 +132,9 @@ class Client:
         slots = threading.Semaphore(window)
         events: queue.Queue = queue.Queue()  # (kind, payload) from the sender and reader threads
         stop = threading.Event()
+        # Held from taking a pair to recording it, so that a broken stream can account for every
+        # pair taken (see settle_after_failure).
+        taking = threading.Lock()
 
         def requests():
             # Runs in gRPC's sender thread: an exception here would cancel the stream, so every
@@ -142,16 +146,16 @@ class Client:
                     while not slots.acquire(timeout=0.1):
                         if stop.is_set():
                             return
-                    if stop.is_set():
-                        return
-                    try:
-                        item = next(iterator)
-                    except StopIteration:
-                        return
-                    request, failure = book.prepare(index, item)
+                    with taking:
+                        if stop.is_set():
+                            return
+                        try:
+                            item = next(iterator)
+                        except StopIteration:
+                            return
+                        request, failure = book.prepare(index, item)
                     index += 1
                     if failure is not None:
-                        slots.release()
                         events.put(("result", failure))
                         continue
                     yield request
@@ -174,11 +178,14 @@ class Client:
         try:
             while True:
                 kind, payload = events.get()
+                # A tile holds its slot until the caller has taken its result, so `window` also
+                # bounds the results waiting for a slow caller.
                 if kind == "result":
                     yield payload
-                elif kind == "response":
                     slots.release()
+                elif kind == "response":
                     yield book.complete(payload)
+                    slots.release()
                 elif kind == "raise":
                     input_error = payload  # raised once the tiles already sent are answered
                 elif kind == "closed":
@@ -189,6 +196,15 @@ class Client:
                     return
                 else:  # "failed"
                     error = _core.rpc_error(payload, self.server)
+                    stop.set()
+                    # Let a pair being taken right now be recorded, so it is answered below. The
+                    # bound keeps a caller's iterable that blocks for long from hanging us.
+                    if taking.acquire(timeout=10.0):
+                        taking.release()
+                    while not events.empty():  # pairs that failed here before the stream broke
+                        kind, payload = events.get_nowait()
+                        if kind == "result":
+                            yield payload
                     yield from book.abandon(error.code, f"stream failed: {error.message}")
                     raise error
         finally:
