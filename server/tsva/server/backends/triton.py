@@ -1,0 +1,316 @@
+"""Backend that runs batches on one or more Triton Inference Servers over gRPC.
+
+- One Triton request carries a whole micro-batch (raw binary tensors), up to the model's
+  max_batch_size as Triton's model config states it; a larger batch is split.
+- Load is spread by outstanding requests: each batch goes to the ready endpoint with the fewest
+  requests in flight.
+- A request that fails with UNAVAILABLE (server down, connection broken or refused) is retried on
+  another endpoint after a bounded, jittered backoff; the endpoint is marked down until a probe
+  finds the model ready again. Only failed requests are retried, so every batch gets exactly one
+  result.
+- Readiness = the model is ready on at least one endpoint, probed every `probe_interval_s`.
+- Deadlines propagate: the gRPC deadline and Triton's own queue timeout are the time left.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.utils import InferenceServerException
+
+from .base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
+
+log = logging.getLogger(__name__)
+
+# Triton's gRPC answers that mean "this endpoint cannot serve now": worth another endpoint.
+_RETRYABLE = {"StatusCode.UNAVAILABLE"}
+# UNAVAILABLE answers that come from a live server shedding load (queue full / queue timeout):
+# retry, but do not mark the endpoint down.
+_OVERLOAD_HINTS = ("queue", "Exceeds maximum")
+_MAX_MESSAGE_BYTES = 2**31 - 1
+
+
+class TritonInferenceError(RuntimeError):
+    """Triton answered the batch with an error that another endpoint would repeat
+    (bad shapes, model error). Not retried."""
+
+
+class BackendDeadlineExceeded(TimeoutError):
+    """The request's deadline passed before Triton answered. Maps to DEADLINE_EXCEEDED."""
+
+
+def parse_urls(urls: str | Iterable[str]) -> list[str]:
+    """`HOST:PORT[,HOST:PORT...]` or a list of them -> list of HOST:PORT."""
+    items = urls.split(",") if isinstance(urls, str) else list(urls)
+    parsed = [u.strip() for u in items if u and u.strip()]
+    for url in parsed:
+        host, sep, port = url.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"--triton-url: {url!r} is not HOST:PORT")
+    if not parsed:
+        raise ValueError("--triton-url: no endpoint given")
+    return parsed
+
+
+def channel_args() -> list[tuple[str, int]]:
+    """Large messages (a batch of 64 patches is ~77 MB) and a short reconnect backoff, so a
+    restarted Triton is found again within about a second, not gRPC's default of up to 2 min."""
+    return [
+        ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
+
+@dataclass
+class EndpointState:
+    url: str
+    client: grpcaio.InferenceServerClient
+    up: bool = False
+    reason: str = "not probed yet"
+    outstanding: int = 0
+    max_batch_size: int | None = None
+    version: str = ""
+    served: int = 0  # batches answered
+    changed_at: float = field(default_factory=time.monotonic)
+
+    def mark(self, up: bool, reason: str) -> None:
+        if up != self.up:
+            (log.info if up else log.warning)("Triton %s %s (%s)", self.url, "up" if up else "down", reason)
+            self.changed_at = time.monotonic()
+        self.up, self.reason = up, reason
+
+
+class TritonBackend(Backend):
+    name = "triton"
+
+    def __init__(
+        self,
+        urls: str | Iterable[str],
+        model_name: str = "tsva",
+        model_version: str = "",
+        *,
+        model_path: str | Path | None = None,
+        request_timeout_s: float = 60.0,
+        startup_timeout_s: float = 60.0,
+        probe_interval_s: float = 1.0,
+        probe_timeout_s: float = 2.0,
+        max_attempts: int | None = None,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 1.0,
+    ):
+        """urls: Triton gRPC endpoints. model_path: the local copy of the served ONNX file, read
+        only for its metadata (optics, training facts) since Triton does not expose it.
+        request_timeout_s: deadline of a batch when the caller gives none. max_attempts: tries of
+        one batch across endpoints (default: two rounds over all endpoints, at least 3)."""
+        self.urls = parse_urls(urls)
+        self.model_name = model_name
+        self.model_version = model_version
+        self.model_path = Path(model_path) if model_path else None
+        self.request_timeout_s = request_timeout_s
+        self.startup_timeout_s = startup_timeout_s
+        self.probe_interval_s = probe_interval_s
+        self.probe_timeout_s = probe_timeout_s
+        self.max_attempts = max_attempts or max(3, 2 * len(self.urls))
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self._endpoints: list[EndpointState] = []
+        self._monitor: asyncio.Task | None = None
+        self._info: ModelInfo | None = None
+        self._next = 0  # round-robin among equally loaded endpoints
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self._endpoints = [
+            EndpointState(url, grpcaio.InferenceServerClient(url, channel_args=channel_args()))
+            for url in self.urls
+        ]
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            await self._probe_all()
+            if any(ep.up for ep in self._endpoints):
+                break
+            if time.monotonic() >= deadline:
+                reasons = self._down_reasons()
+                await self.close()
+                raise BackendUnavailable(
+                    f"model {self.model_name!r} is not ready on any Triton endpoint after "
+                    f"{self.startup_timeout_s:.0f} s: {reasons}")
+            await asyncio.sleep(self.probe_interval_s)
+        self._info = await self._read_model_info()
+        self._monitor = asyncio.create_task(self._monitor_loop(), name="triton-probe")
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            try:
+                await self._monitor
+            except asyncio.CancelledError:
+                pass
+            self._monitor = None
+        for ep in self._endpoints:
+            await ep.client.close()
+
+    # ----------------------------------------------------------------- readiness
+    async def ready(self) -> bool:
+        return any(ep.up for ep in self._endpoints)
+
+    def endpoint_status(self) -> list[dict]:
+        """Per endpoint: url, up, reason, outstanding requests, batches served (for info/metrics)."""
+        return [dict(url=ep.url, up=ep.up, reason=ep.reason, outstanding=ep.outstanding,
+                     served=ep.served, max_batch_size=ep.max_batch_size) for ep in self._endpoints]
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval_s)
+            try:
+                await self._probe_all()
+            except Exception:  # a probe bug must not stop readiness tracking
+                log.exception("Triton probe failed")
+
+    async def _probe_all(self) -> None:
+        await asyncio.gather(*(self._probe(ep) for ep in self._endpoints))
+
+    async def _probe(self, ep: EndpointState) -> None:
+        try:
+            ready = await ep.client.is_model_ready(
+                self.model_name, self.model_version, client_timeout=self.probe_timeout_s)
+            if ready and (not ep.up or ep.max_batch_size is None):
+                # (Re)joining endpoint: its config may differ from before (redeployed model).
+                await self._read_endpoint_config(ep)
+        except InferenceServerException as exc:
+            ep.mark(False, _short(exc))
+            return
+        except Exception as exc:  # config that breaks the contract, unexpected replies
+            ep.mark(False, str(exc))
+            return
+        ep.mark(bool(ready), "model ready" if ready else f"model {self.model_name!r} not ready")
+
+    async def _read_endpoint_config(self, ep: EndpointState) -> None:
+        reply = await ep.client.get_model_config(
+            self.model_name, self.model_version, as_json=True, client_timeout=self.probe_timeout_s)
+        config = reply["config"]
+        inputs = {t["name"] for t in config.get("input", [])}
+        outputs = {t["name"] for t in config.get("output", [])}
+        if not {INPUT_Y1, INPUT_Y2} <= inputs or OUTPUT_X not in outputs:
+            raise ValueError(f"model {self.model_name!r} on {ep.url} has inputs {sorted(inputs)} and "
+                             f"outputs {sorted(outputs)}; expected y1, y2 -> x")
+        # max_batch_size 0 means the model does not batch: one patch per request.
+        ep.max_batch_size = max(1, int(config.get("max_batch_size", 0)))
+        metadata = await ep.client.get_model_metadata(
+            self.model_name, self.model_version, as_json=True, client_timeout=self.probe_timeout_s)
+        versions = metadata.get("versions") or [self.model_version or ""]
+        ep.version = max(versions, key=lambda v: int(v) if v.isdigit() else -1)
+
+    async def _read_model_info(self) -> ModelInfo:
+        live = [ep for ep in self._endpoints if ep.up]
+        metadata = {"triton.endpoints": ",".join(self.urls)}
+        if self.model_path is not None and self.model_path.exists():
+            metadata.update(_onnx_metadata(self.model_path))
+        return ModelInfo(name=self.model_name, version=live[0].version,
+                         max_batch_size=min(ep.max_batch_size for ep in live), metadata=metadata)
+
+    def model_info(self) -> ModelInfo:
+        if self._info is None:
+            raise RuntimeError("TritonBackend.model_info() before start()")
+        return self._info
+
+    # ----------------------------------------------------------------- inference
+    async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        if y1.shape != y2.shape or y1.ndim != 4:
+            raise ValueError(f"y1 {list(y1.shape)} and y2 {list(y2.shape)} must be the same [N, C, H, W]")
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.request_timeout_s)
+        y1 = np.ascontiguousarray(y1, dtype=np.float32)
+        y2 = np.ascontiguousarray(y2, dtype=np.float32)
+        step = self.model_info().max_batch_size
+        if len(y1) <= step:
+            return await self._infer_batch(y1, y2, deadline)
+        parts = await asyncio.gather(*(
+            self._infer_batch(y1[i:i + step], y2[i:i + step], deadline) for i in range(0, len(y1), step)))
+        return np.concatenate(parts)
+
+    def _pick(self) -> EndpointState | None:
+        """The ready endpoint with the fewest requests in flight (round-robin among ties)."""
+        live = [ep for ep in self._endpoints if ep.up]
+        if not live:
+            return None
+        least = min(ep.outstanding for ep in live)
+        candidates = [ep for ep in live if ep.outstanding == least]
+        self._next += 1
+        return candidates[self._next % len(candidates)]
+
+    async def _infer_batch(self, y1: np.ndarray, y2: np.ndarray, deadline: float) -> np.ndarray:
+        inputs = []
+        for name, array in ((INPUT_Y1, y1), (INPUT_Y2, y2)):
+            tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(array)  # raw binary contents, no JSON/list conversion
+            inputs.append(tensor)
+        outputs = [grpcclient.InferRequestedOutput(OUTPUT_X)]
+        failures: list[str] = []
+        for attempt in range(self.max_attempts):
+            ep = self._pick()
+            if ep is None:
+                raise BackendUnavailable(
+                    f"model {self.model_name!r} is not ready on any Triton endpoint: {self._down_reasons()}"
+                    + (f"; this batch failed on: {'; '.join(failures)}" if failures else ""))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BackendDeadlineExceeded(f"deadline passed before Triton answered ({'; '.join(failures)})")
+            ep.outstanding += 1
+            try:
+                result = await ep.client.infer(
+                    self.model_name, inputs, self.model_version, outputs=outputs,
+                    client_timeout=left,                        # gRPC deadline
+                    timeout=max(1, int(left * 1e6)),            # Triton's queue timeout, in us
+                )
+            except InferenceServerException as exc:
+                status = exc.status() or ""
+                if status == "StatusCode.DEADLINE_EXCEEDED":
+                    raise BackendDeadlineExceeded(f"Triton {ep.url}: {_short(exc)}") from None
+                if status not in _RETRYABLE:
+                    raise TritonInferenceError(f"Triton {ep.url}: {_short(exc)}") from None
+                failures.append(f"{ep.url}: {_short(exc)}")
+                if not any(hint in str(exc) for hint in _OVERLOAD_HINTS):
+                    ep.mark(False, _short(exc))
+            else:
+                ep.served += 1
+                x = result.as_numpy(OUTPUT_X)
+                if x is None or x.shape != y1.shape:
+                    raise TritonInferenceError(
+                        f"Triton {ep.url} answered x {None if x is None else list(x.shape)} "
+                        f"for inputs {list(y1.shape)}")
+                return x if x.flags.writeable else x.copy()
+            finally:
+                ep.outstanding -= 1
+            if attempt + 1 == self.max_attempts:
+                break
+            backoff = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt) * random.uniform(0.5, 1.0)
+            await asyncio.sleep(max(0.0, min(backoff, deadline - time.monotonic())))
+        raise BackendUnavailable(
+            f"model {self.model_name!r}: batch failed {self.max_attempts} times: {'; '.join(failures)}")
+
+    def _down_reasons(self) -> str:
+        return "; ".join(f"{ep.url}: {ep.reason}" for ep in self._endpoints if not ep.up) or "none"
+
+
+def _short(exc: InferenceServerException) -> str:
+    status = (exc.status() or "").replace("StatusCode.", "")
+    message = exc.message() if hasattr(exc, "message") else str(exc)
+    return f"{status} {message}".strip()
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {prop.key: prop.value for prop in model.metadata_props}
