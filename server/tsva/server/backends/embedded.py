@@ -1,0 +1,127 @@
+"""The embedded backend: ONNX Runtime in the gateway's process.
+
+CPU by default; the TensorRT and CUDA execution providers are used where this ONNX Runtime build
+has them. session.run releases the GIL and runs in one worker thread, so the event loop keeps
+serving gRPC while a batch runs, and batches never compete for the same cores.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from tsva.server.backends.base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
+
+log = logging.getLogger(__name__)
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing or does not follow the model contract."""
+
+
+def choose_providers(requested: list[str] | None, available: list[str]) -> list[str]:
+    if not requested or requested == ["auto"]:
+        return [p for p in PREFERRED_PROVIDERS if p in available] or ["CPUExecutionProvider"]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        raise ModelLoadError(f"--providers: {', '.join(missing)} not available in this ONNX Runtime "
+                             f"(available: {', '.join(available)})")
+    return requested
+
+
+def read_model_metadata(model_path: str | Path) -> dict[str, str]:
+    """The ONNX file's metadata_props, without loading its weights into a session."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+class EmbeddedBackend(Backend):
+    name = "embedded"
+
+    def __init__(self, model_path: str | Path, *, providers: list[str] | None = None,
+                 intra_op_threads: int = 0, max_batch_size: int = 0):
+        self.model_path = Path(model_path)
+        self.requested_providers = providers
+        self.intra_op_threads = intra_op_threads
+        self.max_batch_size = max_batch_size
+        self._session = None
+        self._info: ModelInfo | None = None
+        self._healthy = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsva-onnxruntime")
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        if not self.model_path.is_file():
+            raise ModelLoadError(f"model not found: {self.model_path} (set --model-path or TSVA_MODEL_PATH)")
+        options = ort.SessionOptions()
+        if self.intra_op_threads:
+            options.intra_op_num_threads = self.intra_op_threads
+        providers = choose_providers(self.requested_providers, ort.get_available_providers())
+        try:
+            session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {self.model_path}: {exc}") from None
+        inputs = {i.name for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        if not {INPUT_Y1, INPUT_Y2} <= inputs or OUTPUT_X not in outputs:
+            raise ModelLoadError(f"{self.model_path}: inputs {sorted(inputs)} / outputs {sorted(outputs)}; the "
+                                 f"model contract needs inputs {INPUT_Y1}, {INPUT_Y2} and output {OUTPUT_X}")
+        metadata = dict(session.get_modelmeta().custom_metadata_map)
+        self._session = session
+        self._info = ModelInfo(name=metadata.get("model_name", self.model_path.stem),
+                               version=metadata.get("model_version", "1"),
+                               max_batch_size=self.max_batch_size, metadata=metadata)
+        log.info("embedded backend: %s on %s", self.model_path, ", ".join(session.get_providers()))
+        self._healthy = True
+
+    def _run(self, y1: np.ndarray, y2: np.ndarray) -> np.ndarray:
+        return self._session.run([OUTPUT_X], {INPUT_Y1: y1, INPUT_Y2: y2})[0]
+
+    async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        if self._session is None:
+            raise BackendUnavailable("embedded backend: model not loaded")
+        loop = asyncio.get_running_loop()
+        try:
+            # No timeout: a running session cannot be interrupted, and abandoning it would only
+            # hide the work still occupying the cores.
+            out = await loop.run_in_executor(self._executor, self._run, y1, y2)
+        except Exception as exc:
+            self._healthy = False
+            raise BackendUnavailable(f"embedded backend: ONNX Runtime failed on a batch of "
+                                     f"{tuple(y1.shape)}: {exc}") from None
+        self._healthy = True
+        return out
+
+    async def ready(self) -> bool:
+        if self._session is None:
+            return False
+        if self._healthy:
+            return True
+        # After a failure, serve again only once a small probe batch runs.
+        probe = np.zeros((1, 3, 16, 16), np.float32)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._run, probe, probe)
+        except Exception:
+            return False
+        self._healthy = True
+        return True
+
+    def model_info(self) -> ModelInfo:
+        if self._info is None:
+            raise BackendUnavailable("embedded backend: model not loaded")
+        return self._info
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._session = None

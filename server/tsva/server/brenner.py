@@ -1,0 +1,56 @@
+"""Brenner gradient focus measure and z-stack focus search.
+
+Brenner (1976), as the paper uses it: B = sum over the image of (I(x+2, y) - I(x, y))^2, I the
+luminance, x the column. A plain first difference at distance 2 squared, summed over every pixel
+whose neighbour two columns to the right exists (no second-order difference, no thresholding, no
+clipping of one side).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# ITU-R BT.601 luma weights: the usual luminance of 8/16-bit camera RGB.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """H x W x C (C = 1 or 3) or H x W -> H x W float32, in the image's own intensity units.
+
+    float32 holds uint16 values exactly; per-channel multiply-adds are ~6x faster than a matmul.
+    """
+    if image.ndim == 2:
+        return image.astype(np.float32)
+    if image.shape[2] == 1:
+        return image[:, :, 0].astype(np.float32)
+    lum = image[:, :, 0] * np.float32(LUMA_WEIGHTS[0])
+    lum += image[:, :, 1] * np.float32(LUMA_WEIGHTS[1])
+    lum += image[:, :, 2] * np.float32(LUMA_WEIGHTS[2])
+    return lum
+
+
+def brenner(image: np.ndarray) -> float:
+    """Brenner gradient of `image` (luminance, horizontal step 2). 0.0 for images narrower than 3."""
+    lum = luminance(image)
+    diff = lum[:, 2:] - lum[:, :-2]
+    # Sum in float64: a 4096x4096 uint16 tile's sum far exceeds float32's exact range.
+    return float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
+
+
+def refine_peak(z: np.ndarray, scores: np.ndarray, best: int) -> float:
+    """z of the maximum of the parabola through the scores at best-1, best, best+1.
+
+    Falls back to z[best] at the ends of the stack or when the three points are collinear (a flat
+    or rising score, where a parabola has no usable maximum). Works on unevenly spaced z too.
+    """
+    if best == 0 or best == len(z) - 1:
+        return float(z[best])
+    z0, z1, z2 = (float(v) for v in z[best - 1: best + 2])
+    s0, s1, s2 = (float(v) for v in scores[best - 1: best + 2])
+    # Vertex of the Lagrange parabola through (z0, s0), (z1, s1), (z2, s2).
+    numerator = (z1 - z0) ** 2 * (s1 - s2) - (z1 - z2) ** 2 * (s1 - s0)
+    denominator = (z1 - z0) * (s1 - s2) - (z1 - z2) * (s1 - s0)
+    if denominator == 0:
+        return z1
+    vertex = z1 - 0.5 * numerator / denominator
+    # The vertex of a parabola through a local maximum lies between its neighbours; clamp rounding.
+    return float(min(max(vertex, min(z0, z2)), max(z0, z2)))

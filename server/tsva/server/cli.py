@@ -1,0 +1,30 @@
+"""`tsva serve`: the gateway. No flag is needed; every flag also has a TSVA_* environment variable."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tsva.server import config as config_module
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Serve tsva.v1 over gRPC (default port 50051) with Prometheus metrics (default "
+                          "port 9464), the embedded ONNX Runtime backend and the shipped model.")
+    config_module.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tsva.server.app import main
+
+    try:
+        config = config_module.from_namespace(args)
+    except config_module.ConfigError as exc:
+        print(f"tsva serve: {exc}", file=sys.stderr)
+        return 2
+    return main(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tsva.server")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,136 @@
+"""Gateway configuration: every option is a command-line flag and a TSVA_* environment variable.
+
+Precedence: flag > environment variable > default. `tsva serve` needs none of them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import tsva.server
+
+# server/tsva/server/__init__.py -> the repository root of the editable install.
+REPOSITORY_ROOT = Path(tsva.server.__file__).resolve().parents[3]
+DEFAULT_MODEL_PATH = REPOSITORY_ROOT / "model_repository" / "tsva" / "1" / "model.onnx"
+# Two 4096x4096x3 uint16 shots are 192 MiB; leave room for the rest of the message.
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """An option with an unusable value; the message names the flag."""
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    type: type
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+def _option(flag: str, type_: type, default, help_: str, choices=None):
+    env = "TSVA_" + flag.lstrip("-").replace("-", "_").upper()
+    return field(default=default, metadata={"option": Option(flag, env, type_, help_, choices)})
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = _option("--host", str, "0.0.0.0", "address the gRPC server binds to")
+    port: int = _option("--port", int, 50051, "gRPC port")
+    metrics_host: str = _option("--metrics-host", str, "0.0.0.0", "address of the Prometheus endpoint")
+    metrics_port: int = _option("--metrics-port", int, 9464, "Prometheus /metrics HTTP port (0: off)")
+    backend: str = _option("--backend", str, "embedded", "inference backend", ("embedded", "triton"))
+    model_path: str = _option("--model-path", str, str(DEFAULT_MODEL_PATH), "ONNX model (embedded backend; "
+                              "its metadata is read for GetInfo with the triton backend too when present)")
+    model_name: str = _option("--model-name", str, "tsva", "model name (in Triton's repository)")
+    triton_urls: str = _option("--triton-urls", str, "localhost:8001",
+                               "Triton gRPC endpoints, comma-separated (triton backend)")
+    providers: str = _option("--providers", str, "auto", "ONNX Runtime execution providers, comma-separated "
+                             "(auto: TensorRT, CUDA where present, else CPU)")
+    intra_op_threads: int = _option("--intra-op-threads", int, 0, "ONNX Runtime threads (0: all cores)")
+    patch_size: int = _option("--patch-size", int, 224, "patch side in pixels (multiple of 16)")
+    patch_overlap: int = _option("--patch-overlap", int, 64, "minimum overlap of neighbouring patches in pixels")
+    max_batch: int = _option("--max-batch", int, 16, "most patches per backend batch")
+    max_delay_ms: float = _option("--max-delay-ms", float, 5.0, "longest wait for a batch to fill")
+    queue_size: int = _option("--queue-size", int, 512, "most patches waiting for the backend")
+    max_inflight_tiles: int = _option("--max-inflight-tiles", int, 16,
+                                      "most tiles being processed at once (all streams and calls)")
+    stream_window: int = _option("--stream-window", int, 8, "most tiles of one stream processed at once")
+    max_streams: int = _option("--max-streams", int, 256, "most FuseTiles streams open at once")
+    max_tile_width: int = _option("--max-tile-width", int, 4096, "widest tile accepted")
+    max_tile_height: int = _option("--max-tile-height", int, 4096, "tallest tile accepted")
+    max_message_bytes: int = _option("--max-message-bytes", int, DEFAULT_MAX_MESSAGE_BYTES,
+                                     "largest gRPC message received or sent")
+    backend_timeout_s: float = _option("--backend-timeout-s", float, 60.0, "deadline of one backend batch")
+    health_interval_s: float = _option("--health-interval-s", float, 2.0, "how often backend readiness is probed")
+    grace_s: float = _option("--grace-s", float, 20.0, "on SIGTERM, time given to in-flight tiles")
+    tls_cert: str | None = _option("--tls-cert", str, None, "server certificate (PEM): enables TLS")
+    tls_key: str | None = _option("--tls-key", str, None, "its private key (PEM)")
+    tls_client_ca: str | None = _option("--tls-client-ca", str, None, "CA of client certificates: mutual TLS")
+    token_file: str | None = _option("--token-file", str, None, "accepted bearer tokens, one per line")
+    log_level: str = _option("--log-level", str, "INFO", "logging level",
+                             ("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    @property
+    def triton_url_list(self) -> list[str]:
+        return [url.strip() for url in self.triton_urls.split(",") if url.strip()]
+
+    @property
+    def provider_list(self) -> list[str]:
+        return [p.strip() for p in self.providers.split(",") if p.strip()]
+
+    def validate(self) -> "Config":
+        checks = [
+            (self.patch_size >= 16 and self.patch_size % 16 == 0, "--patch-size: must be a positive multiple of 16"),
+            (0 <= self.patch_overlap < self.patch_size, "--patch-overlap: must be >= 0 and below --patch-size"),
+            (self.max_batch >= 1, "--max-batch: must be >= 1"),
+            (self.max_delay_ms >= 0, "--max-delay-ms: must be >= 0"),
+            (self.queue_size >= 1, "--queue-size: must be >= 1"),
+            (self.max_inflight_tiles >= 1, "--max-inflight-tiles: must be >= 1"),
+            (self.stream_window >= 1, "--stream-window: must be >= 1"),
+            (self.max_streams >= 1, "--max-streams: must be >= 1"),
+            (self.max_tile_width >= 1 and self.max_tile_height >= 1, "--max-tile-width/--max-tile-height: must be >= 1"),
+            (0 <= self.port < 65536 and 0 <= self.metrics_port < 65536, "--port/--metrics-port: 0..65535"),
+            (self.max_message_bytes >= 4 * 1024 * 1024, "--max-message-bytes: must be >= 4 MiB"),
+            (self.backend != "triton" or bool(self.triton_url_list), "--triton-urls: at least one endpoint"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per Config field; defaults come from the environment, then from Config."""
+    for f in fields(Config):
+        opt: Option = f.metadata["option"]
+        env_value = os.environ.get(opt.env)
+        default = f.default if env_value is None else env_value
+        shown = f"default {f.default}" if f.default is not None else "off"
+        parser.add_argument(opt.flag, dest=f.name, type=opt.type, default=default, choices=opt.choices,
+                            help=f"{opt.help} (env {opt.env}; {shown})")
+
+
+def from_namespace(args: argparse.Namespace) -> Config:
+    values = {}
+    for f in fields(Config):
+        opt: Option = f.metadata["option"]
+        value = getattr(args, f.name)
+        if value is not None and not isinstance(value, opt.type):  # env strings are not converted by argparse
+            try:
+                value = opt.type(value)
+            except ValueError:
+                raise ConfigError(f"{opt.env}: {value!r} is not a valid {opt.type.__name__}") from None
+        if opt.choices and value not in opt.choices:
+            raise ConfigError(f"{opt.env}: {value!r}, expected one of {', '.join(opt.choices)}")
+        values[f.name] = value
+    return Config(**values).validate()
+
+
+def parse(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(prog="tsva serve")
+    add_arguments(parser)
+    return from_namespace(parser.parse_args(argv))

@@ -1,0 +1,132 @@
+"""Cutting a tile into overlapping patches and stitching the network's patches back seamlessly.
+
+Patches are P x P with at least `overlap` pixels shared between neighbours, spread evenly so the
+last patch ends exactly at the tile's edge. A tile smaller than a patch is padded (reflection) up
+to P. Each patch's output is weighted by a separable window that falls smoothly to ~0 at the
+patch border, where a zero-padded network is least accurate, and the weighted sum is divided by
+the sum of the windows: no seams, and every pixel is a convex blend of the patches covering it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+
+def patch_starts(length: int, patch: int, overlap: int) -> np.ndarray:
+    """Top/left offsets of the patches along one axis (a length below `patch` is padded to it)."""
+    if length <= patch:
+        return np.zeros(1, dtype=np.int64)
+    count = math.ceil((length - overlap) / (patch - overlap))
+    return np.round(np.linspace(0, length - patch, count)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    height: int
+    width: int
+    patch: int
+    overlap: int
+
+    @property
+    def canvas_height(self) -> int:
+        return max(self.height, self.patch)
+
+    @property
+    def canvas_width(self) -> int:
+        return max(self.width, self.patch)
+
+    @property
+    def origins(self) -> np.ndarray:
+        """[count, 2] (y, x) of every patch, row-major."""
+        return _origins(self)
+
+    @property
+    def count(self) -> int:
+        return len(self.origins)
+
+
+@lru_cache(maxsize=64)
+def _origins(grid: PatchGrid) -> np.ndarray:
+    ys = patch_starts(grid.height, grid.patch, grid.overlap)
+    xs = patch_starts(grid.width, grid.patch, grid.overlap)
+    origins = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+    origins.setflags(write=False)
+    return origins
+
+
+@lru_cache(maxsize=8)
+def blend_window(patch: int, overlap: int) -> np.ndarray:
+    """P x P float32 window: sin^2 ramp over `overlap` pixels at each edge, 1 inside."""
+    ramp = np.ones(patch, dtype=np.float64)
+    if overlap > 0:
+        edge = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2
+        ramp[:overlap] = np.minimum(ramp[:overlap], edge)
+        ramp[patch - overlap:] = np.minimum(ramp[patch - overlap:], edge[::-1])
+    window = np.outer(ramp, ramp).astype(np.float32)
+    window.setflags(write=False)
+    return window
+
+
+@lru_cache(maxsize=8)
+def inverse_weight(grid: PatchGrid) -> np.ndarray:
+    """1 / (sum of the windows covering each canvas pixel), canvas-sized float32."""
+    total = np.zeros((grid.canvas_height, grid.canvas_width), dtype=np.float64)
+    window = blend_window(grid.patch, grid.overlap)
+    p = grid.patch
+    for y, x in grid.origins:
+        total[y:y + p, x:x + p] += window
+    inverse = (1.0 / total).astype(np.float32)
+    inverse.setflags(write=False)
+    return inverse
+
+
+def pad_to_canvas(tile: np.ndarray, grid: PatchGrid) -> np.ndarray:
+    """The tile itself, or a reflection-padded copy when it is smaller than a patch."""
+    pad_y = grid.canvas_height - tile.shape[0]
+    pad_x = grid.canvas_width - tile.shape[1]
+    if pad_y == 0 and pad_x == 0:
+        return tile
+    # 'symmetric' also works for 1-pixel-wide tiles, where 'reflect' has nothing to reflect.
+    return np.pad(tile, ((0, pad_y), (0, pad_x), (0, 0)), mode="symmetric")
+
+
+def extract_patch(canvas: np.ndarray, origin, patch: int, scale: float, out: np.ndarray) -> None:
+    """Writes canvas[y:y+P, x:x+P] (HWC integers) as CHW float32 * scale into `out` ([C', P, P]).
+
+    A 1-channel canvas is broadcast to all of out's channels (grey tiles through an RGB model).
+    """
+    y, x = int(origin[0]), int(origin[1])
+    np.multiply(canvas[y:y + patch, x:x + patch].transpose(2, 0, 1), np.float32(scale), out=out,
+                casting="unsafe")
+
+
+class Stitcher:
+    """Accumulates weighted output patches of one tile and produces the stitched tile."""
+
+    def __init__(self, grid: PatchGrid, channels: int):
+        self.grid = grid
+        self._acc = np.zeros((channels, grid.canvas_height, grid.canvas_width), dtype=np.float32)
+        self._window = blend_window(grid.patch, grid.overlap)
+
+    def add(self, origin, patch_chw: np.ndarray) -> None:
+        y, x = int(origin[0]), int(origin[1])
+        p = self.grid.patch
+        region = self._acc[:, y:y + p, x:x + p]
+        region += patch_chw * self._window
+
+    def result(self, dtype: np.dtype, channels: int) -> np.ndarray:
+        """The stitched tile as H x W x channels of integer `dtype`, values clipped and rounded."""
+        g = self.grid
+        acc = self._acc
+        acc *= inverse_weight(g)
+        if channels == 1 and acc.shape[0] != 1:
+            acc = acc.mean(axis=0, keepdims=True)
+        fused = acc[:, :g.height, :g.width]
+        peak = np.iinfo(dtype).max
+        np.clip(fused, 0.0, 1.0, out=fused)
+        fused *= peak
+        np.rint(fused, out=fused)
+        return np.ascontiguousarray(fused.transpose(1, 2, 0), dtype=dtype)
