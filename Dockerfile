@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The TSVA gateway: `tsva serve` with the embedded ONNX Runtime backend and the shipped model, or
-# `tsva serve --backend triton --triton-url HOST:8001` in front of Triton. No torch in this image.
+# `tsva serve --backend triton --triton-urls HOST:8001` in front of Triton. No torch in this image.
 #   docker build -t tsva-gateway .
 #   docker run --rm -p 50051:50051 -p 9464:9464 tsva-gateway
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
