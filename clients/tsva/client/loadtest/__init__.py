@@ -1,0 +1,2 @@
+"""`tsva loadtest`: concurrent FuseTiles streams (or unary callers) against a gateway, with
+simulated tile pairs, latency percentiles, throughput, errors by status code and a concurrency sweep."""
