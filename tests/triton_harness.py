@@ -264,3 +264,14 @@ def metric_value(metrics_text: str, name: str, model: str | None = None) -> floa
             if sample.name in (name, name + "_total") and (model is None or sample.labels.get("model") == model):
                 total += sample.value
     return total
+
+
+def wait_for_metric(read, at_least: float, timeout_s: float = 10.0) -> float:
+    """Polls read() until it reaches at_least or timeout_s passes; returns the last value.
+    (Triton updates its counters when a response is sent, a moment after the client has it.)"""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = read()
+        if value >= at_least or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)

@@ -18,7 +18,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -100,7 +99,6 @@ class TritonBackend(Backend):
         model_name: str = "tsva",
         model_version: str = "",
         *,
-        model_path: str | Path | None = None,
         request_timeout_s: float = 60.0,
         startup_timeout_s: float = 60.0,
         probe_interval_s: float = 1.0,
@@ -109,14 +107,12 @@ class TritonBackend(Backend):
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 1.0,
     ):
-        """urls: Triton gRPC endpoints. model_path: the local copy of the served ONNX file, read
-        only for its metadata (optics, training facts) since Triton does not expose it.
-        request_timeout_s: deadline of a batch when the caller gives none. max_attempts: tries of
+        """urls: Triton gRPC endpoints (the gateway adds the local ONNX file's metadata, which
+        Triton does not expose). request_timeout_s: deadline of a batch when the caller gives none. max_attempts: tries of
         one batch across endpoints (default: two rounds over all endpoints, at least 3)."""
         self.urls = parse_urls(urls)
         self.model_name = model_name
         self.model_version = model_version
-        self.model_path = Path(model_path) if model_path else None
         self.request_timeout_s = request_timeout_s
         self.startup_timeout_s = startup_timeout_s
         self.probe_interval_s = probe_interval_s
@@ -214,11 +210,10 @@ class TritonBackend(Backend):
 
     async def _read_model_info(self) -> ModelInfo:
         live = [ep for ep in self._endpoints if ep.up]
-        metadata = {"triton.endpoints": ",".join(self.urls)}
-        if self.model_path is not None and self.model_path.exists():
-            metadata.update(_onnx_metadata(self.model_path))
+        # metadata stays empty: Triton does not expose the ONNX metadata_props; the gateway reads
+        # them from its local copy of the model file.
         return ModelInfo(name=self.model_name, version=live[0].version,
-                         max_batch_size=min(ep.max_batch_size for ep in live), metadata=metadata)
+                         max_batch_size=min(ep.max_batch_size for ep in live))
 
     def model_info(self) -> ModelInfo:
         if self._info is None:
@@ -307,10 +302,3 @@ def _short(exc: InferenceServerException) -> str:
     status = (exc.status() or "").replace("StatusCode.", "")
     message = exc.message() if hasattr(exc, "message") else str(exc)
     return f"{status} {message}".strip()
-
-
-def _onnx_metadata(path: Path) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {prop.key: prop.value for prop in model.metadata_props}
