@@ -115,12 +115,12 @@ def make_tiny_onnx(path, *, w1: float = 0.75, w2: float = 0.25, bias: float = 0.
     return _save(graph, path, TINY_METADATA if metadata is None else metadata)
 
 
-def make_unet_onnx(path, *, seed: int = 0, width: int = 8, depth: int = 4, channels: int = 3,
+def make_unet_onnx(path, *, seed: int = 0, width: int = 16, depth: int = 3, channels: int = 3,
                    residual_scale: float = 0.2, metadata: dict[str, str] | None = None) -> Path:
     """A random-weight U-Net-like model (two 3x3 convs per level, stride-2 downsampling, nearest
     upsampling, skip concatenation, residual on Y1), zero-padded like a real network: its receptive
-    field (hundreds of pixels at depth 4) is what makes patch borders differ from the whole tile.
-    H and W must be multiples of 2**depth.
+    field (about 200 pixels at the default depth 3 and base width 16, the shipped model's) is what
+    makes patch borders differ from the whole tile. H and W must be multiples of 2**depth.
     """
     from onnx import TensorProto, helper, numpy_helper
 

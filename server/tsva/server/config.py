@@ -53,6 +53,8 @@ class Config:
     intra_op_threads: int = _option("--intra-op-threads", int, 0, "ONNX Runtime threads (0: all cores)")
     patch_size: int = _option("--patch-size", int, 224, "patch side in pixels (multiple of 16)")
     patch_overlap: int = _option("--patch-overlap", int, 64, "minimum overlap of neighbouring patches in pixels")
+    patch_align: int = _option("--patch-align", int, 16, "patch origins are multiples of this (the network's "
+                               "total stride; 16 by the model contract)")
     max_batch: int = _option("--max-batch", int, 16, "most patches per backend batch")
     max_delay_ms: float = _option("--max-delay-ms", float, 5.0, "longest wait for a batch to fill")
     queue_size: int = _option("--queue-size", int, 512, "most patches waiting for the backend")
@@ -85,7 +87,10 @@ class Config:
     def validate(self) -> "Config":
         checks = [
             (self.patch_size >= 16 and self.patch_size % 16 == 0, "--patch-size: must be a positive multiple of 16"),
-            (0 <= self.patch_overlap < self.patch_size, "--patch-overlap: must be >= 0 and below --patch-size"),
+            (self.patch_align >= 1 and self.patch_size % self.patch_align == 0,
+             "--patch-align: must divide --patch-size"),
+            (0 <= self.patch_overlap <= self.patch_size - self.patch_align,
+             "--patch-overlap: must be >= 0 and at most --patch-size minus --patch-align"),
             (self.max_batch >= 1, "--max-batch: must be >= 1"),
             (self.max_delay_ms >= 0, "--max-delay-ms: must be >= 0"),
             (self.queue_size >= 1, "--queue-size: must be >= 1"),

@@ -1,8 +1,11 @@
 """Cutting a tile into overlapping patches and stitching the network's patches back seamlessly.
 
-Patches are P x P with at least `overlap` pixels shared between neighbours, spread evenly so the
-last patch ends exactly at the tile's edge. A tile smaller than a patch is padded (reflection) up
-to P. Each patch's output is weighted by a separable window that falls smoothly to ~0 at the
+Patches are P x P with at least `overlap` pixels shared between neighbours, spread evenly over the
+tile. Patch origins are multiples of `align` (the network's total stride, 16 by the model
+contract): a U-Net's strided layers are shift-equivariant only for such shifts, so every patch
+then sees the same sampling grid as the whole tile would, and patch-wise inference differs from
+whole-tile inference only near patch borders. The tile is padded (mirror) at its right/bottom
+edge up to the last patch's end, and up to P when it is smaller than a patch. Each patch's output is weighted by a separable window that falls smoothly to ~0 at the
 patch border, where a zero-padded network is least accurate, and the weighted sum is divided by
 the sum of the windows: no seams, and every pixel is a convex blend of the patches covering it.
 """
@@ -15,12 +18,17 @@ from functools import lru_cache
 import numpy as np
 
 
-def patch_starts(length: int, patch: int, overlap: int) -> np.ndarray:
-    """Top/left offsets of the patches along one axis (a length below `patch` is padded to it)."""
+def patch_starts(length: int, patch: int, overlap: int, align: int = 16) -> np.ndarray:
+    """Top/left offsets of the patches along one axis: multiples of `align`, neighbours overlapping
+    by at least `overlap`, the last one reaching `length` (a length below `patch` is padded to it).
+    Needs patch - overlap >= align."""
     if length <= patch:
         return np.zeros(1, dtype=np.int64)
-    count = math.ceil((length - overlap) / (patch - overlap))
-    return np.round(np.linspace(0, length - patch, count)).astype(np.int64)
+    last = math.ceil((length - patch) / align)        # in units of align
+    step = (patch - overlap) // align                  # largest step keeping the overlap
+    count = math.ceil(last / step) + 1
+    # floor(k * last / (count-1)): steps never exceed ceil(last / (count-1)) <= step.
+    return (np.arange(count) * last // (count - 1)).astype(np.int64) * align
 
 
 @dataclass(frozen=True)
@@ -29,14 +37,15 @@ class PatchGrid:
     width: int
     patch: int
     overlap: int
+    align: int = 16
 
     @property
     def canvas_height(self) -> int:
-        return max(self.height, self.patch)
+        return int(self.origins[-1, 0]) + self.patch
 
     @property
     def canvas_width(self) -> int:
-        return max(self.width, self.patch)
+        return int(self.origins[-1, 1]) + self.patch
 
     @property
     def origins(self) -> np.ndarray:
@@ -50,8 +59,8 @@ class PatchGrid:
 
 @lru_cache(maxsize=64)
 def _origins(grid: PatchGrid) -> np.ndarray:
-    ys = patch_starts(grid.height, grid.patch, grid.overlap)
-    xs = patch_starts(grid.width, grid.patch, grid.overlap)
+    ys = patch_starts(grid.height, grid.patch, grid.overlap, grid.align)
+    xs = patch_starts(grid.width, grid.patch, grid.overlap, grid.align)
     origins = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
     origins.setflags(write=False)
     return origins

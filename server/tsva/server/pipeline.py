@@ -83,7 +83,7 @@ class Pipeline:
         encoding = request.output_encoding or request.shot_a.encoding
         if encoding == pb.IMAGE_ENCODING_PNG and y1.dtype == np.uint16 and channels == 3:
             raise InvalidRequest("output_encoding: PNG cannot hold 16-bit colour here; ask for TIFF or RAW")
-        grid = PatchGrid(height, width, cfg.patch_size, cfg.patch_overlap)
+        grid = PatchGrid(height, width, cfg.patch_size, cfg.patch_overlap, cfg.patch_align)
         job = PatchJob(grid, pad_to_canvas(y1, grid), pad_to_canvas(y2, grid), 1.0 / np.iinfo(y1.dtype).max,
                        Stitcher(grid, MODEL_CHANNELS))
         await self.batcher.run_job(job)
