@@ -1,0 +1,163 @@
+"""docker-compose.yml, Prometheus and Grafana provisioning checked against the code: ports, flags,
+model names, service names in scrape targets, mounted paths, dashboard metrics. No Docker engine
+is needed (none exists on these machines): the files are parsed, the gateway's flags are read from
+the real `tsva serve --help` and parsed by the gateway's own config parser, and the dashboard's
+metric names are looked up on a real gateway's /metrics endpoint."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT, read_metrics
+from tsva.server import config as gateway_config
+
+COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+PROMETHEUS = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+DEFAULTS = gateway_config.Config()
+PROFILES = ("gpu", "cpu")
+
+
+def active(profile: str) -> dict[str, dict]:
+    return {name: spec for name, spec in SERVICES.items() if not spec.get("profiles") or profile in spec["profiles"]}
+
+
+def names_on_network(profile: str) -> dict[str, str]:
+    """DNS name -> service, as the compose network resolves them in a profile (names and aliases)."""
+    names = {}
+    for name, spec in active(profile).items():
+        names[name] = name
+        for network in (spec.get("networks") or {}).values():
+            for alias in (network or {}).get("aliases", []):
+                names[alias] = name
+    return names
+
+
+def service_of_kind(profile: str, kind: str) -> tuple[str, dict]:
+    """The Triton or gateway service of a profile (gateway: the one running `serve`)."""
+    for name, spec in active(profile).items():
+        command = spec.get("command") or []
+        if kind == "triton" and command[:1] == ["tritonserver"]:
+            return name, spec
+        if kind == "gateway" and command[:1] == ["serve"]:
+            return name, spec
+    raise AssertionError(f"no {kind} service in profile {profile}")
+
+
+def flag_value(command: list[str], flag: str, default: str | None = None) -> str | None:
+    for i, arg in enumerate(command):
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+        if arg == flag:
+            return command[i + 1]
+    return default
+
+
+@pytest.fixture(scope="module")
+def serve_help_flags() -> set[str]:
+    done = subprocess.run([sys.executable, "-m", "tsva.client.cli", "serve", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return set(re.findall(r"(--[a-z][a-z0-9-]+)", done.stdout))
+
+
+def test_every_service_has_a_healthcheck():
+    for name, spec in SERVICES.items():
+        test = (spec.get("healthcheck") or {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), name
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_gateway_command_uses_real_flags_and_reaches_triton(profile, serve_help_flags):
+    gateway_name, gateway = service_of_kind(profile, "gateway")
+    triton_name, triton = service_of_kind(profile, "triton")
+    flags = [arg for arg in gateway["command"][1:] if arg.startswith("--")]
+    assert flags and set(flags) <= serve_help_flags, set(flags) - serve_help_flags
+    config = gateway_config.parse(gateway["command"][1:])  # the gateway's own parser accepts it
+    assert config.backend == "triton"
+    network = names_on_network(profile)
+    triton_grpc_port = flag_value(triton["command"], "--grpc-port", "8001")
+    for url in config.triton_url_list:
+        host, port = url.rsplit(":", 1)
+        assert network.get(host) == triton_name and port == triton_grpc_port, url
+    # The model the gateway asks for is the one Triton loads, and it exists in the repository.
+    loaded = flag_value(triton["command"], "--load-model")
+    assert config.model_name == loaded
+    model_config = REPO_ROOT / "model_repository" / loaded / "config.pbtxt"
+    assert f'name: "{loaded}"' in model_config.read_text()
+    assert gateway["depends_on"][triton_name]["condition"] == "service_healthy"
+    published = {port.rsplit(":", 2)[-1] for port in gateway["ports"]}
+    assert published == {str(DEFAULTS.port), str(DEFAULTS.metrics_port)}
+    assert gateway["healthcheck"]["test"][1:4] == ["python", "-m", "tsva.client.healthcheck"]
+    assert importlib.util.find_spec("tsva.client.healthcheck") is not None
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_triton_mounts_the_repository_read_only(profile):
+    name, triton = service_of_kind(profile, "triton")
+    assert triton["image"].split(":-", 1)[-1].startswith("nvcr.io/nvidia/tritonserver:")
+    repository = flag_value(triton["command"], "--model-repository")
+    mounts = [volume.split(":") for volume in triton["volumes"]]
+    assert ["./model_repository", repository, "ro"] in mounts
+    assert triton.get("shm_size")
+    devices = triton.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+    assert any("gpu" in device.get("capabilities", []) for device in devices) == (profile == "gpu"), name
+    assert "8000/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+
+
+def test_mounted_host_paths_exist():
+    for name, spec in SERVICES.items():
+        for volume in spec.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (REPO_ROOT / source).exists(), f"{name}: {source}"
+    assert (REPO_ROOT / SERVICES["gateway"]["build"] / "Dockerfile").exists()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_prometheus_scrapes_the_gateway_and_triton(profile):
+    network = names_on_network(profile)
+    targets = {job["job_name"]: target for job in PROMETHEUS["scrape_configs"]
+               for group in job["static_configs"] for target in group["targets"]}
+    gateway_name, _ = service_of_kind(profile, "gateway")
+    triton_name, triton = service_of_kind(profile, "triton")
+    host, port = targets["tsva-gateway"].rsplit(":", 1)
+    assert network[host] == gateway_name and int(port) == DEFAULTS.metrics_port
+    host, port = targets["triton"].rsplit(":", 1)
+    assert network[host] == triton_name and port == flag_value(triton["command"], "--metrics-port", "8002")
+
+
+def test_grafana_provisioning_is_consistent():
+    grafana = SERVICES["grafana"]
+    mounts = {v.split(":")[1]: REPO_ROOT / v.split(":")[0] for v in grafana["volumes"] if v.startswith(".")}
+    datasources = yaml.safe_load((mounts["/etc/grafana/provisioning"] / "datasources/prometheus.yml").read_text())
+    source = datasources["datasources"][0]
+    assert source["url"] == f"http://prometheus:{SERVICES['prometheus']['ports'][0].rsplit(':', 1)[-1]}"
+    providers = yaml.safe_load((mounts["/etc/grafana/provisioning"] / "dashboards/tsva.yml").read_text())
+    dashboards_path = providers["providers"][0]["options"]["path"]
+    assert dashboards_path in mounts
+    dashboard = json.loads((mounts[dashboards_path] / "tsva.json").read_text())
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert Path(home).parent.as_posix() == dashboards_path and (mounts[dashboards_path] / Path(home).name).exists()
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        assert panel["targets"], panel["title"]
+    titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for wanted in ("tiles per second", "megapixels", "p50 / p99", "batch size", "queue depth", "errors",
+                   "triton queue and compute", "gpu utilisation"):
+        assert wanted in titles
+
+
+def test_dashboard_metrics_exist_on_a_real_gateway(gateway):
+    dashboard = json.loads((REPO_ROOT / "deploy/grafana/dashboards/tsva.json").read_text())
+    wanted = {name for panel in dashboard["panels"] for target in panel["targets"]
+              for name in re.findall(r"\b(tsva_[a-z_]+)", target["expr"])}
+    exported = {name for name, _ in read_metrics(gateway.metrics_url)}
+    assert wanted and wanted <= exported, sorted(wanted - exported)
