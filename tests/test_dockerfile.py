@@ -1,0 +1,205 @@
+"""The gateway's Dockerfile and .dockerignore, checked against the code without a Docker engine (none
+exists on these machines): parsed and compared with the gateway's ports, env names, model path and
+the install script; and the image's install step replayed in a temporary folder (the build context
+that .dockerignore lets through, the same `scripts/install.sh image` command) into a fresh virtual
+environment, from which a gateway is started and probed with the image's HEALTHCHECK command."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, free_port, make_tiny_onnx
+from tsva.client import healthcheck
+from tsva.server import config as gateway_config
+
+
+def parse_dockerfile(text: str) -> list[list[tuple[str, str]]]:
+    """Stages, each a list of (INSTRUCTION, arguments); continuation lines joined, comments dropped."""
+    logical, current = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        logical.append(current + stripped)
+        current = ""
+    stages: list[list[tuple[str, str]]] = [[]]
+    for line in logical:
+        instruction, _, arguments = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM" and stages[-1] and any(i == "FROM" for i, _ in stages[-1]):
+            stages.append([])
+        stages[-1].append((instruction, arguments.strip()))
+    return stages
+
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Docker's rule: the last matching pattern wins, '!' re-includes; a pattern matching a folder
+    covers everything in it; '**' matches any number of folders (none included)."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        variants = {pattern, pattern[3:]} if pattern.startswith("**/") else {pattern}
+        if any(fnmatch.fnmatchcase(candidate, variant) for candidate in candidates for variant in variants):
+            excluded = not negate
+    return excluded
+
+
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
+STAGES = parse_dockerfile(DOCKERFILE)
+FINAL = dict((i, a) for i, a in STAGES[-1] if i not in ("ENV", "COPY", "RUN", "LABEL"))
+IGNORE = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+          if line.strip() and not line.startswith("#")]
+
+
+def _instructions(stage, name):
+    return [arguments for instruction, arguments in stage if instruction == name]
+
+
+def _env(stage) -> dict[str, str]:
+    env = {}
+    for arguments in _instructions(stage, "ENV"):
+        for item in shlex.split(arguments):
+            key, _, value = item.partition("=")
+            env[key] = value
+    return env
+
+
+def _install_command() -> list[str]:
+    run = next(a for a in _instructions(STAGES[0], "RUN") if "install.sh" in a)
+    return shlex.split(run)
+
+
+def test_multi_stage_slim_non_root():
+    assert len(STAGES) >= 2
+    default_base = re.search(r"^ARG PYTHON_IMAGE=(\S+)", DOCKERFILE, re.M).group(1)
+    assert "slim" in default_base and default_base.startswith("python:3.11")
+    user = FINAL["USER"].split(":")[0]
+    assert user.isdigit() and int(user) != 0
+    assert json.loads(FINAL["ENTRYPOINT"]) == ["tsva"] and json.loads(FINAL["CMD"]) == ["serve"]
+
+
+def test_ports_env_and_model_agree_with_the_gateway():
+    defaults = gateway_config.Config()
+    assert {int(p) for p in FINAL["EXPOSE"].split()} == {defaults.port, defaults.metrics_port}
+    env = _env(STAGES[-1])
+    known = {f.metadata["option"].env for f in fields(gateway_config.Config)}
+    known |= {healthcheck.ENV_PREFIX + a.dest.upper() for a in healthcheck.build_parser()._actions}
+    tsva_env = {k for k in env if k.startswith("TSVA_")}
+    assert tsva_env <= known, tsva_env - known
+    # TSVA_MODEL_PATH points into the copied model repository, at the file the repository ships.
+    source, destination = next(a.split() for a in _instructions(STAGES[-1], "COPY") if a.startswith("model_repository"))
+    relative = Path(env["TSVA_MODEL_PATH"]).relative_to(destination.rstrip("/"))
+    assert (REPO_ROOT / source / relative).is_file()
+    assert (REPO_ROOT / source / relative).resolve() == Path(gateway_config.DEFAULT_MODEL_PATH).resolve()
+
+
+def test_healthcheck_uses_grpc_health():
+    healthcheck_line = FINAL["HEALTHCHECK"]
+    command = json.loads(healthcheck_line.split("CMD", 1)[1])
+    assert command == ["python", "-m", "tsva.client.healthcheck"]
+    assert _env(STAGES[-1])["TSVA_HEALTHCHECK_SERVER"].endswith(f":{gateway_config.Config().port}")
+
+
+def test_install_step_is_the_ci_script_without_torch():
+    command = _install_command()
+    assert command[0] == "scripts/install.sh"
+    profile, venv = command[1], command[2]
+    script = (REPO_ROOT / "scripts/install.sh").read_text()
+    line = next(l for l in script.splitlines() if l.strip().startswith(f"{profile})"))
+    assert "clients" in line and "server" in line and "export" not in line and "test.txt" not in line
+    # The runtime stage takes the environment from the same path (venv scripts hard-code it).
+    assert any(a.startswith(f"--from=") and f" {venv} {venv}" in f" {a.split(' ', 1)[1]}"
+               for a in _instructions(STAGES[-1], "COPY"))
+    assert _env(STAGES[-1])["PATH"].startswith(f"{venv}/bin:")
+
+
+def test_dockerignore_lets_through_only_what_is_copied():
+    copied = [a.split()[0] for stage in STAGES for a in _instructions(stage, "COPY") if not a.startswith("--from")]
+    for source in copied:
+        assert not dockerignore_excludes(IGNORE, source.rstrip("/")), source
+    for kept_out in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "export/pyproject.toml",
+                     "clients/build/lib/x.py", "server/tsva_server.egg-info/PKG-INFO", "runs/log.txt",
+                     "clients/tsva/client/__pycache__/cli.cpython-311.pyc"):
+        assert dockerignore_excludes(IGNORE, kept_out), kept_out
+
+
+def _build_context(tmp: Path) -> Path:
+    """The files `docker build .` would send (what .dockerignore lets through), in a fresh folder."""
+    context = tmp / "context"
+    reincluded = [p[1:].rstrip("/") for p in IGNORE if p.startswith("!")]
+    for folder, dirs, files in os.walk(REPO_ROOT):
+        base = Path(folder).relative_to(REPO_ROOT).as_posix()
+        base = "" if base == "." else base + "/"
+        # Skip folders that are excluded and hold nothing re-included (.venv, .git, ...).
+        dirs[:] = [d for d in dirs if not dockerignore_excludes(IGNORE, base + d)
+                   or any(r.startswith(base + d + "/") for r in reincluded)]
+        for name in files:
+            relative = base + name
+            if dockerignore_excludes(IGNORE, relative):
+                continue
+            target = context / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / relative, target, follow_symlinks=False)
+    return context
+
+
+@pytest.mark.slow
+def test_image_install_replayed_serves_and_passes_its_healthcheck(tmp_path):
+    context = _build_context(tmp_path)
+    assert not (context / "export").exists() and not (context / "tests").exists()
+    venv = tmp_path / "venv"
+    command = _install_command()
+    done = subprocess.run([command[0], command[1], str(venv)], cwd=context, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    python = venv / "bin" / "python"
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True).returncode != 0  # no torch
+    assert subprocess.run([venv / "bin" / "tsva", "serve", "--help"], capture_output=True).returncode == 0
+    # Not editable: the installed code does not come from the build context.
+    where = subprocess.run([python, "-c", "import tsva.server, tsva.client; print(tsva.server.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert str(venv) in where.stdout, where.stdout + where.stderr
+    model = make_tiny_onnx(tmp_path / "model.onnx")
+    port, metrics_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSVA_")}
+    env.update(TSVA_MODEL_PATH=str(model), TSVA_PORT=str(port), TSVA_METRICS_PORT=str(metrics_port),
+               TSVA_HOST="127.0.0.1", TSVA_METRICS_HOST="127.0.0.1", TSVA_HEALTHCHECK_SERVER=f"127.0.0.1:{port}")
+    server = subprocess.Popen([venv / "bin" / "tsva", "serve"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        probe = [python, "-m", "tsva.client.healthcheck", "--timeout", "2"]  # the HEALTHCHECK, env-configured
+        deadline = time.monotonic() + 60
+        while True:
+            result = subprocess.run(probe, env=env, capture_output=True, text=True)
+            if result.returncode == 0 or time.monotonic() > deadline or server.poll() is not None:
+                break
+            time.sleep(0.3)
+        assert result.returncode == 0, result.stderr
+        assert "SERVING" in result.stdout
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0  # graceful shutdown on SIGTERM, as `docker stop` sends
