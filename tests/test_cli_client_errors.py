@@ -84,3 +84,23 @@ def test_bad_paths_and_images_fail_before_any_call(tmp_path, shots, closed_port)
 def test_focus_needs_z():
     code, out, err = tsva("focus", "a.png", "b.png")
     assert code == 2 and "--z" in err  # argparse's usage error
+
+
+@pytest.mark.parametrize("code, details, expected, status", [
+    ("UNAVAILABLE", "errors resolving nohost.invalid:50051: Domain name not found", "cannot reach the server at h:1", 1),
+    ("UNAVAILABLE", "failed to connect to all addresses", "cannot reach the server at h:1", 1),
+    ("UNAVAILABLE", "backend down: model not ready", "h:1 is unavailable: backend down", 1),
+    ("UNAUTHENTICATED", "missing bearer token", "refused the credentials (--token / --token-file)", 1),
+    ("DEADLINE_EXCEEDED", "Deadline Exceeded", "within the deadline (--timeout)", 1),
+    ("INVALID_ARGUMENT", "tile 't': shot_b.width: 0", "h:1 rejected the input: tile 't': shot_b.width", 2),
+    ("INTERNAL", "boom", "h:1 answered INTERNAL: boom", 1),
+])
+def test_failure_lines_by_status(code, details, expected, status):
+    """The wording for statuses a healthy loopback gateway does not produce on demand (pure function)."""
+    import grpc
+
+    from tsva.client.commands.common import describe_failure
+    from tsva.client.errors import TsvaError
+
+    line, exit_status = describe_failure(TsvaError(getattr(grpc.StatusCode, code), details, server="h:1"))
+    assert expected in line and exit_status == status

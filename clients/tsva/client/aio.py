@@ -112,7 +112,8 @@ class AsyncClient:
                     timeout: float | None = None) -> AsyncIterator[FuseResult]:
         """Fuses pairs over one FuseTiles stream with up to `window` tiles in flight; an async
         iterator of results in completion order. Same rules as `Client.fuse_stream`; `pairs` may
-        be a plain or an async iterable."""
+        be a plain or an async iterable. To stop early, wrap it in `contextlib.aclosing(...)`: the
+        stream is cancelled at once instead of when the iterator is garbage-collected."""
         _core.check_window(window)
         return self._fuse_stream(pairs, window, output_encoding, timeout)
 

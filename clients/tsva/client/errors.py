@@ -21,7 +21,9 @@ class TsvaError(Exception):
     @property
     def unreachable(self) -> bool:
         """True when no connection to the server could be made (as opposed to a failed call)."""
-        return self.code == grpc.StatusCode.UNAVAILABLE and "connect" in self.message.lower()
+        message = self.message.lower()
+        return self.code == grpc.StatusCode.UNAVAILABLE and any(
+            clue in message for clue in ("connect", "resolv", "lookup", "dns"))
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError, server: str | None = None) -> "TsvaError":

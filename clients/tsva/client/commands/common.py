@@ -74,13 +74,15 @@ def describe_failure(exc: BaseException, server: str | None = None) -> tuple[str
             return f"no answer from {where} within the deadline (--timeout): {exc.message}", EXIT_CALL_FAILED
         if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
             return f"{where} rejected the input: {exc.message}", EXIT_BAD_INPUT
+        if exc.code == grpc.StatusCode.UNAVAILABLE:
+            return f"{where} is unavailable: {exc.message}", EXIT_CALL_FAILED
         return f"{where} answered {exc.code.name}: {exc.message}", EXIT_CALL_FAILED
     if isinstance(exc, security.SecurityConfigError):
         return str(exc), EXIT_BAD_INPUT
     if isinstance(exc, OSError):
         name = f" {exc.filename!r}" if exc.filename else ""
         return f"{exc.strerror or exc}{name}", EXIT_BAD_INPUT
-    if isinstance(exc, (ValueError, TypeError)):  # ImageInputError is a ValueError
+    if isinstance(exc, ValueError):  # ImageInputError is one; other exceptions are bugs: shown in full
         return str(exc), EXIT_BAD_INPUT
     raise exc
 
