@@ -1,0 +1,154 @@
+"""`tsva stack`: what it would start, in what order, and what it waits for, tested without a Docker
+engine (none exists on these machines). The plan comes from the repository's real compose file.
+The waiting logic runs against `FakeEngine`, a stand-in for the docker package's containers API
+(the one mock here, because no engine can run): it replays scripted container states."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from tsva.client import stack
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+
+
+def _tsva(*args: str) -> subprocess.CompletedProcess:
+    # An engine address where none listens, so the result is the same on hosts that have one.
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/tsva-test/docker.sock"}
+    return subprocess.run([sys.executable, "-m", "tsva.client.cli", "stack", *args], capture_output=True,
+                          text=True, timeout=60, cwd=REPO_ROOT, env=env)
+
+
+@pytest.mark.parametrize("profile, triton, gateway", [("gpu", "triton", "gateway"),
+                                                      ("cpu", "triton-cpu", "gateway-cpu")])
+def test_plan_of_the_repository_stack(profile, triton, gateway):
+    services = stack.plan(stack.load_compose(COMPOSE_FILE), {profile})
+    names = [s.name for s in services]
+    assert sorted(names) == sorted([triton, gateway, "prometheus", "grafana"])
+    assert names.index(triton) < names.index(gateway) and names.index("prometheus") < names.index("grafana")
+    assert all(s.waits_for == "healthy" for s in services)
+    by_name = {s.name: s for s in services}
+    assert by_name[gateway].depends_on == {triton: "service_healthy"}
+    assert by_name[triton].wait_s >= 600  # start_period covers the TensorRT engine build
+
+
+def test_plan_rejects_what_compose_would_not_run():
+    base = {"services": {"a": {"image": "x", "healthcheck": {"test": ["CMD", "true"], "interval": "1m30s"}},
+                         "b": {"image": "y", "depends_on": {"a": {"condition": "service_healthy"}}}}}
+    plan = stack.plan(base)
+    assert [s.name for s in plan] == ["a", "b"] and plan[0].wait_s == pytest.approx(90 * 4 + 30)
+    assert plan[1].waits_for == "running"
+    cases = {
+        "which is only in profiles": {"services": {"a": {"profiles": ["gpu"]}, "b": {"depends_on": ["a"]}}},
+        "has a cycle": {"services": {"a": {"depends_on": ["b"]}, "b": {"depends_on": ["a"]}}},
+        "has no healthcheck": {"services": {"a": {}, "b": {"depends_on": {"a": {"condition": "service_healthy"}}}}},
+        "not in the file": {"services": {"b": {"depends_on": ["zzz"]}}},
+    }
+    for message, compose in cases.items():
+        with pytest.raises(stack.StackError, match=message):
+            stack.plan(compose)
+    with pytest.raises(stack.StackError, match="duration"):
+        stack.parse_duration("10 seconds", 1.0)
+    assert stack.parse_duration("1m30s", 0) == 90 and stack.parse_duration("500ms", 0) == 0.5
+
+
+class FakeContainer:
+    def __init__(self, name: str, states: list[tuple[str, str | None]], exit_code: int = 0):
+        self.name, self.labels = name, {stack.SERVICE_LABEL: name}
+        self._states, self._exit_code = list(states), exit_code
+        self.attrs: dict = {}
+        self.reload()
+
+    @property
+    def status(self) -> str:
+        return self.attrs["State"]["Status"]
+
+    def reload(self) -> None:
+        status, health = self._states.pop(0) if len(self._states) > 1 else self._states[0]
+        state = {"Status": status, "ExitCode": self._exit_code}
+        if health:
+            state["Health"] = {"Status": health, "Log": [{"Output": f"{self.name} probe said {health}"}]}
+        self.attrs = {"State": state}
+
+    def logs(self, tail: int) -> bytes:
+        return f"last words of {self.name}".encode()
+
+
+class FakeEngine:
+    """Stand-in for docker.DockerClient: `containers.list(all, filters)` by compose labels."""
+
+    def __init__(self, containers: list[FakeContainer]):
+        self.by_service = {c.name: c for c in containers}
+        self.containers = self
+        self.asked: list[str] = []
+
+    def list(self, all: bool, filters: dict) -> list[FakeContainer]:
+        labels = dict(item.split("=", 1) for item in filters["label"])
+        assert labels[stack.PROJECT_LABEL] == "tsva"
+        service = labels[stack.SERVICE_LABEL]
+        self.asked.append(service)
+        return [self.by_service[service]] if service in self.by_service else []
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _wait(engine, services):
+    clock = FakeClock()
+    lines: list[str] = []
+    stack.wait_healthy(engine, "tsva", services, poll_s=1.0, clock=clock, sleep=clock.sleep, report=lines.append)
+    return lines
+
+
+def test_waits_for_each_service_in_order():
+    services = [stack.ServicePlan("triton", healthcheck=True, wait_s=30),
+                stack.ServicePlan("gateway", {"triton": "service_healthy"}, healthcheck=True, wait_s=30)]
+    engine = FakeEngine([
+        FakeContainer("triton", [("running", "starting")] * 3 + [("running", "healthy")]),
+        FakeContainer("gateway", [("created", None), ("running", "starting"), ("running", "healthy")]),
+    ])
+    assert _wait(engine, services) == ["  triton: healthy", "  gateway: healthy"]
+    first_gateway = engine.asked.index("gateway")
+    assert set(engine.asked[:first_gateway]) == {"triton"}  # gateway only after triton was healthy
+
+
+@pytest.mark.parametrize("container, expected", [
+    (FakeContainer("triton", [("running", "starting"), ("running", "unhealthy")]), "probe said unhealthy"),
+    (FakeContainer("triton", [("exited", None)], exit_code=3), "exit code 3"),
+    (FakeContainer("triton", [("running", "starting")]), "not healthy within 5 s"),
+])
+def test_a_failing_service_is_named_with_its_logs(container, expected):
+    with pytest.raises(stack.StackError) as err:
+        _wait(FakeEngine([container]), [stack.ServicePlan("triton", healthcheck=True, wait_s=5)])
+    assert "'triton'" in str(err.value) and expected in str(err.value)
+    assert "last words of triton" in str(err.value)
+
+
+def test_cli_dry_run_and_no_engine():
+    done = _tsva("up", "--dry-run", "--profile", "cpu")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "run: docker compose -f docker-compose.yml --profile cpu up -d" in lines
+    waits = [line.split()[1].rstrip(":") for line in lines if line.strip().startswith("wait ")]
+    assert waits.index("triton-cpu") < waits.index("gateway-cpu")
+    assert "(after triton-cpu healthy)" in done.stdout
+    down = _tsva("down", "--dry-run", "--volumes")
+    assert "--profile gpu down --volumes" in down.stdout
+    missing = _tsva("up", "--file", "no-such-compose.yml")
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    # No Docker engine at DOCKER_HOST: a clear error, no traceback.
+    status = _tsva("status")
+    assert status.returncode == 1 and "no Docker engine reachable" in status.stderr
+    assert "Traceback" not in status.stderr
