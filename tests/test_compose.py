@@ -10,12 +10,14 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO_ROOT, read_metrics
+from tsva.client import healthcheck
 from tsva.server import config as gateway_config
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -161,3 +163,15 @@ def test_dashboard_metrics_exist_on_a_real_gateway(gateway):
               for name in re.findall(r"\b(tsva_[a-z_]+)", target["expr"])}
     exported = {name for name, _ in read_metrics(gateway.metrics_url)}
     assert wanted and wanted <= exported, sorted(wanted - exported)
+
+
+def test_tls_override_uses_the_gateways_env_names():
+    override = yaml.safe_load((REPO_ROOT / "deploy/compose.tls.yml").read_text())
+    known = {f.metadata["option"].env for f in fields(gateway_config.Config)}
+    known |= {healthcheck.ENV_PREFIX + a.dest.upper() for a in healthcheck.build_parser()._actions}
+    for name, spec in override["services"].items():
+        assert name in SERVICES and service_of_kind(SERVICES[name]["profiles"][0], "gateway")[0] == name
+        assert set(spec["environment"]) <= known, set(spec["environment"]) - known
+        mounted = {f"/run/secrets/{secret}" for secret in spec["secrets"]}  # compose's secret mount point
+        assert set(spec["environment"].values()) - {"localhost"} <= mounted
+        assert set(spec["secrets"]) <= set(override["secrets"])
