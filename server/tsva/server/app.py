@@ -119,6 +119,7 @@ async def serve(config: Config) -> int:
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        ("grpc.http2.bdp_probe", 0),
     ])
     pb_grpc.add_VirtualAutofocusServicer_to_server(
         VirtualAutofocusService(config, pipeline, metrics, model_metadata(config, backend)), server)
