@@ -160,6 +160,35 @@ def test_dead_endpoint_is_skipped(triton, models):
     assert by_url[triton.url]["up"] and by_url[triton.url]["served"] == 6
 
 
+def test_load_spreads_and_batches_fit_the_smallest_endpoint(triton, models, tmp_path):
+    """A second Triton whose model takes at most 4 patches per request (e.g. a CPU node beside GPU
+    ones): batches are cut to fit it, and concurrent batches go to both endpoints."""
+    small = TritonServer(models["tsva"], max_batch_size=4, workdir=tmp_path)
+    y1, y2 = pairs(10, seed=7)
+    try:
+        small.start()
+
+        async def scenario():
+            backend = await started([triton.url, small.url])
+            try:
+                results = await asyncio.gather(*(backend.infer(y1, y2) for _ in range(6)))
+                return results, backend.endpoint_status()
+            finally:
+                await backend.close()
+
+        results, status = run(scenario())
+    finally:
+        small.close()
+    expected = reference(models["tsva"], y1, y2)
+    for x in results:
+        np.testing.assert_allclose(x, expected, atol=1e-6, rtol=0)
+    by_url = {s["url"]: s for s in status}
+    assert by_url[small.url]["max_batch_size"] == 4 and by_url[triton.url]["max_batch_size"] == 16
+    # 6 batches of 10 patches, cut into 4 + 4 + 2: 18 requests, shared by the two endpoints.
+    assert by_url[small.url]["served"] + by_url[triton.url]["served"] == 18
+    assert by_url[small.url]["served"] > 0 and by_url[triton.url]["served"] > 0
+
+
 def test_start_fails_clearly_when_nothing_is_ready(triton):
     dead = f"127.0.0.1:{free_port()}"
     with pytest.raises(BackendUnavailable, match=dead):

@@ -227,7 +227,10 @@ class TritonBackend(Backend):
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.request_timeout_s)
         y1 = np.ascontiguousarray(y1, dtype=np.float32)
         y2 = np.ascontiguousarray(y2, dtype=np.float32)
-        step = self.model_info().max_batch_size
+        # The smallest max_batch_size of the endpoints seen so far: one that joined later (e.g. a
+        # CPU Triton beside GPU ones) may take less than the model_info() of start-up said.
+        step = min([ep.max_batch_size for ep in self._endpoints if ep.max_batch_size]
+                   or [self.model_info().max_batch_size])
         if len(y1) <= step:
             return await self._infer_batch(y1, y2, deadline)
         parts = await asyncio.gather(*(
@@ -275,6 +278,7 @@ class TritonBackend(Backend):
                 if status not in _RETRYABLE:
                     raise TritonInferenceError(f"Triton {ep.url}: {_short(exc)}") from None
                 failures.append(f"{ep.url}: {_short(exc)}")
+                log.info("batch of %d failed on Triton %s, retrying elsewhere: %s", len(y1), ep.url, _short(exc))
                 if not any(hint in str(exc) for hint in _OVERLOAD_HINTS):
                     ep.mark(False, _short(exc))
             else:
