@@ -106,6 +106,7 @@ async def serve(config: Config) -> int:
     health = Health(backend, metrics, config.health_interval_s)
     batcher = MicroBatcher(backend, max_batch=max_batch, max_delay_s=config.max_delay_ms / 1000.0,
                            queue_size=config.queue_size, patch_size=config.patch_size, channels=MODEL_CHANNELS,
+                           concurrency=config.effective_backend_concurrency,
                            timeout_s=config.backend_timeout_s, metrics=metrics,
                            on_backend_error=health.backend_failed)
     pipeline = Pipeline(config, backend, batcher, metrics)

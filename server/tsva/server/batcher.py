@@ -45,7 +45,7 @@ class PatchJob:
 
 class MicroBatcher:
     def __init__(self, backend: Backend, *, max_batch: int, max_delay_s: float, queue_size: int,
-                 patch_size: int, channels: int = 3, concurrency: int = 2, timeout_s: float | None = None,
+                 patch_size: int, channels: int = 3, concurrency: int = 1, timeout_s: float | None = None,
                  metrics=None, on_backend_error: Callable[[Exception], None] | None = None):
         self.backend = backend
         self.max_batch, self.max_delay_s, self.queue_size = max_batch, max_delay_s, queue_size
@@ -56,9 +56,12 @@ class MicroBatcher:
         self._depth = 0
         self._room = asyncio.Condition()
         self._arrived = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
-        # Buffers are reused: one pair per batch that can be in flight.
-        self._buffers = [self._new_buffers() for _ in range(concurrency)]
+        # `concurrency` batches run in the backend at once; one more per slot is cut meanwhile, so
+        # cutting overlaps inference and the backend's time is measured without queueing.
+        self._slots = asyncio.Semaphore(2 * concurrency)
+        self._backend_slots = asyncio.Semaphore(concurrency)
+        # Buffers are reused: one pair per batch that can be taken.
+        self._buffers = [self._new_buffers() for _ in range(2 * concurrency)]
         # Patch cutting and stitching run off the event loop, in one thread, so they never race on a
         # tile's accumulator and the loop stays free for gRPC.
         self._numpy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsva-stitch")
@@ -160,9 +163,11 @@ class MicroBatcher:
         y1, y2 = buffers[0][:n], buffers[1][:n]
         try:
             await loop.run_in_executor(self._numpy, _fill, entries, y1, y2, self.patch_size)
-            started = time.perf_counter()
             try:
-                out = await self.backend.infer(y1, y2, timeout_s=self.timeout_s)
+                async with self._backend_slots:
+                    started = time.perf_counter()
+                    out = await self.backend.infer(y1, y2, timeout_s=self.timeout_s)
+                    elapsed = time.perf_counter() - started
                 if out.shape != y1.shape:
                     raise BackendUnavailable(f"backend returned shape {tuple(out.shape)} for a batch of "
                                              f"{tuple(y1.shape)}")
@@ -175,7 +180,6 @@ class MicroBatcher:
                 if self.on_backend_error:
                     self.on_backend_error(error)
                 return
-            elapsed = time.perf_counter() - started
             if self.metrics:
                 self.metrics.batch_size.observe(n)
                 self.metrics.backend_latency.observe(elapsed)

@@ -58,6 +58,8 @@ class Config:
     max_batch: int = _option("--max-batch", int, 16, "most patches per backend batch")
     max_delay_ms: float = _option("--max-delay-ms", float, 5.0, "longest wait for a batch to fill")
     queue_size: int = _option("--queue-size", int, 512, "most patches waiting for the backend")
+    backend_concurrency: int = _option("--backend-concurrency", int, 0, "batches run by the backend at once "
+                                       "(0: 1 for embedded, 2 per endpoint for triton)")
     max_inflight_tiles: int = _option("--max-inflight-tiles", int, 16,
                                       "most tiles being processed at once (all streams and calls)")
     stream_window: int = _option("--stream-window", int, 8, "most tiles of one stream processed at once")
@@ -84,6 +86,12 @@ class Config:
     def provider_list(self) -> list[str]:
         return [p.strip() for p in self.providers.split(",") if p.strip()]
 
+    @property
+    def effective_backend_concurrency(self) -> int:
+        if self.backend_concurrency:
+            return self.backend_concurrency
+        return 1 if self.backend == "embedded" else 2 * len(self.triton_url_list)
+
     def validate(self) -> "Config":
         checks = [
             (self.patch_size >= 16 and self.patch_size % 16 == 0, "--patch-size: must be a positive multiple of 16"),
@@ -94,6 +102,7 @@ class Config:
             (self.max_batch >= 1, "--max-batch: must be >= 1"),
             (self.max_delay_ms >= 0, "--max-delay-ms: must be >= 0"),
             (self.queue_size >= 1, "--queue-size: must be >= 1"),
+            (self.backend_concurrency >= 0, "--backend-concurrency: must be >= 0"),
             (self.max_inflight_tiles >= 1, "--max-inflight-tiles: must be >= 1"),
             (self.stream_window >= 1, "--stream-window: must be >= 1"),
             (self.max_streams >= 1, "--max-streams: must be >= 1"),
