@@ -52,7 +52,8 @@ def write_plot(path: str | Path, levels: list[dict], latencies: list[list[float]
         lat.plot(conc, [level["p50"] or np.nan for level in levels], "s--", color="tab:orange", label="p50")
         lat.plot(conc, [level["p99"] or np.nan for level in levels], "^--", color="tab:red", label="p99")
         lat.set_ylabel("latency (ms)")
-        lat.legend(loc="upper left", fontsize=8)
+        handles = ax.get_legend_handles_labels()[0] + lat.get_legend_handles_labels()[0]
+        lat.legend(handles, [h.get_label() for h in handles], loc="upper center", fontsize=8)
         ax.set_title("throughput and latency against concurrency")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
