@@ -60,7 +60,7 @@ class Config:
     queue_size: int = _option("--queue-size", int, 512, "most patches waiting for the backend")
     backend_concurrency: int = _option("--backend-concurrency", int, 0, "batches run by the backend at once "
                                        "(0: 1 for embedded, 2 per endpoint for triton)")
-    max_inflight_tiles: int = _option("--max-inflight-tiles", int, 16,
+    max_inflight_tiles: int = _option("--max-inflight-tiles", int, 8,
                                       "most tiles being processed at once (all streams and calls)")
     stream_window: int = _option("--stream-window", int, 8, "most tiles of one stream processed at once")
     max_streams: int = _option("--max-streams", int, 256, "most FuseTiles streams open at once")

@@ -44,6 +44,19 @@ class DecodedPair:
         return self.brenner_b > self.brenner_a
 
 
+class TileSlot:
+    """One admitted tile; release() is idempotent (also safe from a task's done-callback, for a
+    task cancelled before it ever ran)."""
+
+    def __init__(self, semaphore: asyncio.Semaphore):
+        self._semaphore = semaphore
+
+    def release(self) -> None:
+        if self._semaphore is not None:
+            self._semaphore.release()
+            self._semaphore = None
+
+
 class Pipeline:
     def __init__(self, config: Config, backend: Backend, batcher: MicroBatcher, metrics: Metrics):
         self.config, self.backend, self.batcher, self.metrics = config, backend, batcher, metrics
@@ -51,17 +64,26 @@ class Pipeline:
 
     # ---- Fuse ------------------------------------------------------------------------------
 
-    async def fuse(self, request: pb.FuseRequest) -> pb.FuseResponse:
-        """Fuses one pair. Raises InvalidRequest/ImageError (the message names the field; the
-        caller adds the tile), BackendUnavailable, CancelledError."""
+    async def admit(self) -> "TileSlot":
+        """Waits for one of the --max-inflight-tiles slots. A stream takes the slot before it
+        reads on, so requests waiting for work never pile up in memory."""
+        await self._tile_slots.acquire()
+        return TileSlot(self._tile_slots)
+
+    async def fuse(self, request: pb.FuseRequest, *, slot: "TileSlot | None" = None) -> pb.FuseResponse:
+        """Fuses one pair; `slot` (from admit()) is released here, else one is taken and released.
+        Raises InvalidRequest/ImageError (the message names the field; the caller adds the tile),
+        BackendUnavailable, CancelledError."""
         received = time.perf_counter()
-        self._check_request(request)
-        async with self._tile_slots:
-            self.metrics.inflight_tiles.inc()
-            try:
-                return await self._fuse(request, received)
-            finally:
-                self.metrics.inflight_tiles.dec()
+        if slot is None:
+            slot = await self.admit()
+        self.metrics.inflight_tiles.inc()
+        try:
+            self._check_request(request)
+            return await self._fuse(request, received)
+        finally:
+            self.metrics.inflight_tiles.dec()
+            slot.release()
 
     def _check_request(self, request: pb.FuseRequest) -> None:
         for name in ("shot_a", "shot_b"):

@@ -2,7 +2,8 @@
 
 Status codes come from errors.status_of only. FuseTiles answers every request exactly once (a fused
 tile or a per-tile error), out of order, with at most `stream_window` tiles of a stream in work:
-the stream is not read further until one finishes, so gRPC flow control pushes back on the client.
+the stream is not read further until one finishes (and a gateway-wide tile slot is free), so gRPC
+flow control pushes back on the client.
 """
 from __future__ import annotations
 
@@ -54,9 +55,9 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
         window = asyncio.Semaphore(self.config.stream_window)
         tiles: set[asyncio.Task] = set()
 
-        async def handle(request: pb.FuseRequest) -> None:
+        async def handle(request: pb.FuseRequest, slot) -> None:
             try:
-                response = await self.pipeline.fuse(request)
+                response = await self.pipeline.fuse(request, slot=slot)
                 self._count(None)
             except asyncio.CancelledError:
                 self._count(_cancel_code(context))
@@ -74,8 +75,16 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
         async def read() -> None:
             try:
                 async for request in request_iterator:
+                    # Hold this request (and read no further) until the stream's window and a
+                    # gateway-wide tile slot are free: at most one waiting request per stream.
                     await window.acquire()
-                    task = asyncio.create_task(handle(request))
+                    try:
+                        slot = await self.pipeline.admit()
+                    except BaseException:
+                        window.release()
+                        raise
+                    task = asyncio.create_task(handle(request, slot))
+                    task.add_done_callback(lambda _, slot=slot: slot.release())
                     tiles.add(task)
                     task.add_done_callback(tiles.discard)
                 if tiles:
