@@ -8,11 +8,15 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
+import subprocess
+import sys
+
 import kubernetes_validate
+import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, make_tiny_onnx, start_gateway
 from tsva.client import healthcheck
 from tsva.server import config as gateway_config
 
@@ -161,3 +165,21 @@ def test_pods_run_as_the_images_non_root_user():
     container = _container(DOCS[("Deployment", "tsva-gateway")], "gateway")
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_probe_modes_on_a_real_gateway_whose_backend_failed(tmp_path):
+    """live passes while the backend is down (no restart for that), ready fails (out of the Service)."""
+    from tsva.client import Client
+    from tsva.client.errors import TsvaError
+
+    model = make_tiny_onnx(tmp_path / "fails-on-white.onnx", fail_on_white=True)
+    with start_gateway(model, patch_size=64, patch_overlap=16, health_interval_s=60) as gw:
+        probe = [sys.executable, "-m", "tsva.client.healthcheck", "--server", gw.address, "--mode"]
+        assert subprocess.run(probe + ["ready"], capture_output=True).returncode == 0
+        white = np.full((64, 64, 3), 255, np.uint8)  # makes the real ONNX Runtime session fail
+        with Client(gw.address, timeout=30) as client, pytest.raises(TsvaError):
+            client.fuse(white, white)
+        live = subprocess.run(probe + ["live"], capture_output=True, text=True)
+        ready = subprocess.run(probe + ["ready"], capture_output=True, text=True)
+    assert live.returncode == 0 and "NOT_SERVING" in live.stdout
+    assert ready.returncode == 1 and "NOT_SERVING" in ready.stderr
