@@ -111,7 +111,35 @@ def test_triton_mounts_the_repository_read_only(profile):
     assert triton.get("shm_size")
     devices = triton.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
     assert any("gpu" in device.get("capabilities", []) for device in devices) == (profile == "gpu"), name
-    assert "8000/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    probe = " ".join(triton["healthcheck"]["test"])
+    assert "/dev/tcp/127.0.0.1/8000" in probe and "GET /v2/health/ready" in probe
+
+
+@pytest.mark.parametrize("status, healthy", [(200, True), (400, False)])
+def test_triton_probe_command_reads_the_http_status(status, healthy):
+    """The compose probe (bash, no curl) run against a real HTTP server on a free port."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status if self.path == "/v2/health/ready" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        test = SERVICES["triton"]["healthcheck"]["test"]
+        command = [arg.replace("/8000 ", f"/{server.server_address[1]} ") for arg in test[1:]]
+        done = subprocess.run(command, capture_output=True, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (done.returncode == 0) is healthy, done.stderr
 
 
 def test_mounted_host_paths_exist():
