@@ -181,6 +181,11 @@ def test_mtls_cli_and_healthcheck(mtls_gateway, pki):
     refused = subprocess.run([sys.executable, "-m", "tsva.client.healthcheck", "--server", mtls_gateway.address,
                               "--tls-ca", str(pki.ca), "--timeout", "3"], capture_output=True, text=True, timeout=30)
     assert refused.returncode == 1 and "UNAVAILABLE" in refused.stderr
+    load = _tsva("loadtest", "--server", mtls_gateway.address, "--tls-ca", str(pki.ca), "--tls-cert",
+                 str(pki.client_cert), "--tls-key", str(pki.client_key), "--concurrency", "2", "--count", "4",
+                 "--warmup", "0", "--tile-size", "64x48", "--json")
+    assert load.returncode == 0, load.stderr
+    assert json.loads(load.stdout)["ok"] == 4
 
 
 # ---- bearer tokens --------------------------------------------------------------------------------
