@@ -15,8 +15,8 @@ import pytest
 from conftest import free_port, make_tiny_onnx
 from triton_harness import TritonServer, metric_value, wait_for_metric
 from tsva.server.backends.base import BackendUnavailable
-from tsva.server.backends.triton import (
-    BackendDeadlineExceeded, TritonBackend, TritonInferenceError, parse_urls)
+from tsva.server.backends.triton import BackendDeadlineExceeded, TritonBackend, TritonInferenceError
+from tsva.server.backends.triton_targets import parse_targets
 
 pytestmark = pytest.mark.slow  # starts tritonserver processes
 
@@ -63,12 +63,12 @@ async def started(urls, **kwargs):
     return backend
 
 
-def test_parse_urls():
-    assert parse_urls("a:1, b:2,") == ["a:1", "b:2"]
-    assert parse_urls(["127.0.0.1:8001"]) == ["127.0.0.1:8001"]
-    for bad in ("", "host", "host:port", ":8001"):
-        with pytest.raises(ValueError, match="--triton-url"):
-            parse_urls(bad)
+def test_parse_targets():
+    assert parse_targets("a:1, b:2,") == ["a:1", "b:2"]
+    assert parse_targets(["127.0.0.1:8001", "[::1]:8001"]) == ["127.0.0.1:8001", "[::1]:8001"]
+    for bad in ("", "host", "host:port", ":8001", "host:70000"):
+        with pytest.raises(ValueError, match="--triton-urls"):
+            parse_targets(bad)
 
 
 def test_model_info_comes_from_triton(triton):
@@ -160,33 +160,73 @@ def test_dead_endpoint_is_skipped(triton, models):
     assert by_url[triton.url]["up"] and by_url[triton.url]["served"] == 6
 
 
-def test_load_spreads_and_batches_fit_the_smallest_endpoint(triton, models, tmp_path):
-    """A second Triton whose model takes at most 4 patches per request (e.g. a CPU node beside GPU
-    ones): batches are cut to fit it, and concurrent batches go to both endpoints."""
+def test_a_name_is_resolved_to_its_server(triton):
+    async def scenario():
+        backend = await started([f"localhost:{triton.grpc_port}"])
+        try:
+            await backend.infer(*pairs(1))
+            return backend.endpoint_status()
+        finally:
+            await backend.close()
+
+    (status,) = run(scenario())
+    assert status["target"] == f"localhost:{triton.grpc_port}" and status["url"] == triton.url
+    assert status["up"] and status["served"] == 1
+
+
+def test_service_name_with_several_tritons(triton, models, tmp_path):
+    """A Kubernetes headless Service name resolves to one address per ready Triton pod. Such DNS
+    cannot be set up here, so a stand-in resolver answers for the name "triton-svc" with the
+    addresses of two real Tritons; the second one's model takes at most 4 patches per request
+    (e.g. a CPU node beside GPU ones). Batches are cut to fit it, concurrent batches go to both,
+    and the endpoint list follows the name as pods leave and come back."""
     small = TritonServer(models["tsva"], max_batch_size=4, workdir=tmp_path)
+    pods = [triton.url]
     y1, y2 = pairs(10, seed=7)
+    expected = reference(models["tsva"], y1, y2)
+
+    async def resolver(host, port):
+        assert (host, port) == ("triton-svc", 8001)
+        return list(pods)
+
+    async def until(predicate, timeout_s=10.0):
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.05)
+
+    async def scenario():
+        backend = await started("triton-svc:8001", resolver=resolver, resolve_interval_s=0.2,
+                                probe_interval_s=0.1)
+        try:
+            by_url = lambda: {s["url"]: s for s in backend.endpoint_status()}  # noqa: E731
+            assert list(by_url()) == [triton.url]
+            pods.append(small.url)  # a pod joins the Service
+            await until(lambda: by_url().get(small.url, {}).get("up"))
+            results = await asyncio.gather(*(backend.infer(y1, y2) for _ in range(6)))
+            joined = by_url()
+            pods.remove(small.url)  # and leaves it
+            await until(lambda: small.url not in by_url())
+            served_before = by_url()[triton.url]["served"]
+            results.append(await backend.infer(y1, y2))
+            return results, joined, by_url()[triton.url]["served"] - served_before
+        finally:
+            await backend.close()
+
     try:
         small.start()
-
-        async def scenario():
-            backend = await started([triton.url, small.url])
-            try:
-                results = await asyncio.gather(*(backend.infer(y1, y2) for _ in range(6)))
-                return results, backend.endpoint_status()
-            finally:
-                await backend.close()
-
-        results, status = run(scenario())
+        results, joined, served_after_leave = run(scenario())
     finally:
         small.close()
-    expected = reference(models["tsva"], y1, y2)
     for x in results:
         np.testing.assert_allclose(x, expected, atol=1e-6, rtol=0)
-    by_url = {s["url"]: s for s in status}
-    assert by_url[small.url]["max_batch_size"] == 4 and by_url[triton.url]["max_batch_size"] == 16
+    assert joined[small.url]["max_batch_size"] == 4 and joined[triton.url]["max_batch_size"] == 16
+    assert all(s["target"] == "triton-svc:8001" for s in joined.values())
     # 6 batches of 10 patches, cut into 4 + 4 + 2: 18 requests, shared by the two endpoints.
-    assert by_url[small.url]["served"] + by_url[triton.url]["served"] == 18
-    assert by_url[small.url]["served"] > 0 and by_url[triton.url]["served"] > 0
+    assert joined[small.url]["served"] + joined[triton.url]["served"] == 18
+    assert joined[small.url]["served"] > 0 and joined[triton.url]["served"] > 0
+    # After the pod left, the batch was cut for the remaining endpoint's 16 patches: one request.
+    assert served_after_leave == 1
 
 
 def test_start_fails_clearly_when_nothing_is_ready(triton):

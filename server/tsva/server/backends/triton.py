@@ -2,12 +2,13 @@
 
 - One Triton request carries a whole micro-batch (raw binary tensors), up to the model's
   max_batch_size as Triton's model config states it; a larger batch is split.
+- Targets (`--triton-urls`) are resolved to addresses, one endpoint per Triton server (a headless
+  Service name gives every ready pod), and resolved again every `resolve_interval_s`.
 - Load is spread by outstanding requests: each batch goes to the ready endpoint with the fewest
   requests in flight.
 - A request that fails with UNAVAILABLE (server down, connection broken or refused) is retried on
-  another endpoint after a bounded, jittered backoff; the endpoint is marked down until a probe
-  finds the model ready again. Only failed requests are retried, so every batch gets exactly one
-  result.
+  another endpoint after a bounded, jittered backoff; the endpoint is left out until a probe finds
+  the model ready again. Only failed requests are retried, so every batch gets exactly one result.
 - Readiness = the model is ready on at least one endpoint, probed every `probe_interval_s`.
 - Deadlines propagate: the gRPC deadline and Triton's own queue timeout are the time left.
 """
@@ -26,13 +27,14 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from .base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
+from .triton_targets import Resolver, parse_targets, resolve_dns, split
 
 log = logging.getLogger(__name__)
 
 # Triton's gRPC answers that mean "this endpoint cannot serve now": worth another endpoint.
 _RETRYABLE = {"StatusCode.UNAVAILABLE"}
 # UNAVAILABLE answers that come from a live server shedding load (queue full / queue timeout):
-# retry, but do not mark the endpoint down.
+# retry, but do not take the endpoint out.
 _OVERLOAD_HINTS = ("queue", "Exceeds maximum")
 _MAX_MESSAGE_BYTES = 2**31 - 1
 
@@ -44,19 +46,6 @@ class TritonInferenceError(RuntimeError):
 
 class BackendDeadlineExceeded(TimeoutError):
     """The request's deadline passed before Triton answered. Maps to DEADLINE_EXCEEDED."""
-
-
-def parse_urls(urls: str | Iterable[str]) -> list[str]:
-    """`HOST:PORT[,HOST:PORT...]` or a list of them -> list of HOST:PORT."""
-    items = urls.split(",") if isinstance(urls, str) else list(urls)
-    parsed = [u.strip() for u in items if u and u.strip()]
-    for url in parsed:
-        host, sep, port = url.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"--triton-url: {url!r} is not HOST:PORT")
-    if not parsed:
-        raise ValueError("--triton-url: no endpoint given")
-    return parsed
 
 
 def channel_args() -> list[tuple[str, int]]:
@@ -73,6 +62,8 @@ def channel_args() -> list[tuple[str, int]]:
 
 @dataclass
 class EndpointState:
+    """One Triton server: the target it was found under and its address."""
+    target: str
     url: str
     client: grpcaio.InferenceServerClient
     up: bool = False
@@ -85,9 +76,13 @@ class EndpointState:
 
     def mark(self, up: bool, reason: str) -> None:
         if up != self.up:
-            (log.info if up else log.warning)("Triton %s %s (%s)", self.url, "up" if up else "down", reason)
+            (log.info if up else log.warning)("Triton %s %s (%s)", self.label, "up" if up else "down", reason)
             self.changed_at = time.monotonic()
         self.up, self.reason = up, reason
+
+    @property
+    def label(self) -> str:
+        return self.url if self.url == self.target else f"{self.target} ({self.url})"
 
 
 class TritonBackend(Backend):
@@ -103,37 +98,41 @@ class TritonBackend(Backend):
         startup_timeout_s: float = 60.0,
         probe_interval_s: float = 1.0,
         probe_timeout_s: float = 2.0,
+        resolve_interval_s: float = 10.0,
         max_attempts: int | None = None,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 1.0,
+        resolver: Resolver = resolve_dns,
     ):
-        """urls: Triton gRPC endpoints (the gateway adds the local ONNX file's metadata, which
-        Triton does not expose). request_timeout_s: deadline of a batch when the caller gives none. max_attempts: tries of
-        one batch across endpoints (default: two rounds over all endpoints, at least 3)."""
-        self.urls = parse_urls(urls)
+        """urls: Triton gRPC targets, HOST:PORT (the gateway adds the local ONNX file's metadata,
+        which Triton does not expose). request_timeout_s: deadline of a batch when the caller
+        gives none. max_attempts: tries of one batch across endpoints (default: two rounds over
+        the endpoints, at least 3). resolver: (host, port) -> addresses (DNS by default)."""
+        self.targets = parse_targets(urls)
         self.model_name = model_name
         self.model_version = model_version
         self.request_timeout_s = request_timeout_s
         self.startup_timeout_s = startup_timeout_s
         self.probe_interval_s = probe_interval_s
         self.probe_timeout_s = probe_timeout_s
-        self.max_attempts = max_attempts or max(3, 2 * len(self.urls))
+        self.resolve_interval_s = resolve_interval_s
+        self._max_attempts = max_attempts
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self._resolver = resolver
         self._endpoints: list[EndpointState] = []
+        self._retired: list[EndpointState] = []  # gone from DNS, closed once idle
+        self._resolve_errors: dict[str, str] = {}
+        self._resolved_at = float("-inf")
         self._monitor: asyncio.Task | None = None
         self._info: ModelInfo | None = None
         self._next = 0  # round-robin among equally loaded endpoints
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        self._endpoints = [
-            EndpointState(url, grpcaio.InferenceServerClient(url, channel_args=channel_args()))
-            for url in self.urls
-        ]
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
-            await self._probe_all()
+            await self._refresh()
             if any(ep.up for ep in self._endpoints):
                 break
             if time.monotonic() >= deadline:
@@ -154,28 +153,69 @@ class TritonBackend(Backend):
             except asyncio.CancelledError:
                 pass
             self._monitor = None
-        for ep in self._endpoints:
+        for ep in self._endpoints + self._retired:
             await ep.client.close()
+        self._endpoints, self._retired = [], []
 
-    # ----------------------------------------------------------------- readiness
+    # ----------------------------------------------------------------- endpoints and readiness
     async def ready(self) -> bool:
         return any(ep.up for ep in self._endpoints)
 
     def endpoint_status(self) -> list[dict]:
-        """Per endpoint: url, up, reason, outstanding requests, batches served (for info/metrics)."""
-        return [dict(url=ep.url, up=ep.up, reason=ep.reason, outstanding=ep.outstanding,
+        """Per endpoint: target, url, up, reason, outstanding requests, batches served, max batch."""
+        return [dict(target=ep.target, url=ep.url, up=ep.up, reason=ep.reason, outstanding=ep.outstanding,
                      served=ep.served, max_batch_size=ep.max_batch_size) for ep in self._endpoints]
 
     async def _monitor_loop(self) -> None:
         while True:
             await asyncio.sleep(self.probe_interval_s)
             try:
-                await self._probe_all()
+                await self._refresh()
             except Exception:  # a probe bug must not stop readiness tracking
                 log.exception("Triton probe failed")
 
-    async def _probe_all(self) -> None:
+    async def _refresh(self) -> None:
+        # With no endpoint up, resolve at every probe: a restarted Service may have new pods.
+        if (time.monotonic() - self._resolved_at >= self.resolve_interval_s
+                or not any(ep.up for ep in self._endpoints)):
+            await self._resolve()
         await asyncio.gather(*(self._probe(ep) for ep in self._endpoints))
+        for ep in [ep for ep in self._retired if ep.outstanding == 0]:
+            self._retired.remove(ep)
+            await ep.client.close()
+
+    async def _resolve(self) -> None:
+        """Brings the endpoint list in line with what the targets resolve to now. A target that
+        does not resolve keeps its endpoints (probes tell whether they still answer)."""
+        self._resolved_at = time.monotonic()
+        wanted: dict[str, str] = {}  # url -> target
+        failed: set[str] = set()
+        for target in self.targets:
+            host, port = split(target)
+            try:
+                urls = await self._resolver(host, int(port))
+            except OSError as exc:
+                urls = []
+                self._resolve_errors[target] = f"cannot resolve {host}: {exc}"
+            if not urls:
+                failed.add(target)
+                self._resolve_errors.setdefault(target, f"{host} resolves to no address")
+                continue
+            self._resolve_errors.pop(target, None)
+            for url in urls:
+                wanted.setdefault(url, target)
+        current = {ep.url: ep for ep in self._endpoints}
+        kept = [ep for ep in self._endpoints if ep.url in wanted or ep.target in failed]
+        for ep in self._endpoints:
+            if ep not in kept:
+                log.info("Triton %s left %s", ep.url, ep.target)
+                self._retired.append(ep)
+        for url, target in wanted.items():
+            if url not in current:
+                if self._endpoints or url != target:
+                    log.info("Triton %s found under %s", url, target)
+                kept.append(EndpointState(target, url, grpcaio.InferenceServerClient(url, channel_args=channel_args())))
+        self._endpoints = kept
 
     async def _probe(self, ep: EndpointState) -> None:
         try:
@@ -220,6 +260,11 @@ class TritonBackend(Backend):
             raise RuntimeError("TritonBackend.model_info() before start()")
         return self._info
 
+    def _down_reasons(self) -> str:
+        reasons = [f"{ep.label}: {ep.reason}" for ep in self._endpoints if not ep.up]
+        reasons += [f"{target}: {error}" for target, error in self._resolve_errors.items()]
+        return "; ".join(reasons) or "none"
+
     # ----------------------------------------------------------------- inference
     async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
         if y1.shape != y2.shape or y1.ndim != 4:
@@ -254,8 +299,9 @@ class TritonBackend(Backend):
             tensor.set_data_from_numpy(array)  # raw binary contents, no JSON/list conversion
             inputs.append(tensor)
         outputs = [grpcclient.InferRequestedOutput(OUTPUT_X)]
+        max_attempts = self._max_attempts or max(3, 2 * len(self._endpoints))
         failures: list[str] = []
-        for attempt in range(self.max_attempts):
+        for attempt in range(max_attempts):
             ep = self._pick()
             if ep is None:
                 raise BackendUnavailable(
@@ -274,11 +320,11 @@ class TritonBackend(Backend):
             except InferenceServerException as exc:
                 status = exc.status() or ""
                 if status == "StatusCode.DEADLINE_EXCEEDED":
-                    raise BackendDeadlineExceeded(f"Triton {ep.url}: {_short(exc)}") from None
+                    raise BackendDeadlineExceeded(f"Triton {ep.label}: {_short(exc)}") from None
                 if status not in _RETRYABLE:
-                    raise TritonInferenceError(f"Triton {ep.url}: {_short(exc)}") from None
-                failures.append(f"{ep.url}: {_short(exc)}")
-                log.info("batch of %d failed on Triton %s, retrying elsewhere: %s", len(y1), ep.url, _short(exc))
+                    raise TritonInferenceError(f"Triton {ep.label}: {_short(exc)}") from None
+                failures.append(f"{ep.label}: {_short(exc)}")
+                log.info("batch of %d failed on Triton %s, retrying elsewhere: %s", len(y1), ep.label, _short(exc))
                 if not any(hint in str(exc) for hint in _OVERLOAD_HINTS):
                     ep.mark(False, _short(exc))
             else:
@@ -286,20 +332,17 @@ class TritonBackend(Backend):
                 x = result.as_numpy(OUTPUT_X)
                 if x is None or x.shape != y1.shape:
                     raise TritonInferenceError(
-                        f"Triton {ep.url} answered x {None if x is None else list(x.shape)} "
+                        f"Triton {ep.label} answered x {None if x is None else list(x.shape)} "
                         f"for inputs {list(y1.shape)}")
                 return x if x.flags.writeable else x.copy()
             finally:
                 ep.outstanding -= 1
-            if attempt + 1 == self.max_attempts:
+            if attempt + 1 == max_attempts:
                 break
             backoff = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt) * random.uniform(0.5, 1.0)
             await asyncio.sleep(max(0.0, min(backoff, deadline - time.monotonic())))
         raise BackendUnavailable(
-            f"model {self.model_name!r}: batch failed {self.max_attempts} times: {'; '.join(failures)}")
-
-    def _down_reasons(self) -> str:
-        return "; ".join(f"{ep.url}: {ep.reason}" for ep in self._endpoints if not ep.up) or "none"
+            f"model {self.model_name!r}: batch failed {max_attempts} times: {'; '.join(failures)}")
 
 
 def _short(exc: InferenceServerException) -> str:
