@@ -129,12 +129,15 @@ class LoadRun:
             attempt += 1
 
     async def _one_stream(self, method) -> bool:
-        """One FuseTiles call; True when it ended because the budget is spent, False when it broke."""
+        """One FuseTiles call; True when it ended because the budget is spent, False when it broke
+        or the server closed it early."""
         call = method(metadata=self.connection.metadata)
         pending: dict[str, float] = {}
         slots = asyncio.Semaphore(self.settings.window)
+        all_sent = False
 
         async def send() -> None:
+            nonlocal all_sent
             try:
                 while True:
                     await slots.acquire()
@@ -143,6 +146,7 @@ class LoadRun:
                     tile_id, payload = self._payload()
                     pending[tile_id] = time.perf_counter()
                     await call.write(payload)
+                all_sent = True  # set before the await: the server may close right after our half-close
                 await call.done_writing()
             except (grpc.RpcError, asyncio.InvalidStateError):
                 pass  # the call broke; the reader sees why
@@ -161,10 +165,15 @@ class LoadRun:
                     self._failure(sent, status, response.error.message, connection_level=False)
                 else:
                     self._success(sent)
-            await sender
+            # The server closed the stream. Normally that follows our done_writing(); if it closed
+            # first, the sender may wait for a window slot that never frees: stop it, count what
+            # went unanswered and open a new stream (repeated early closes feed the give-up timer).
+            if not all_sent:
+                sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
             for sent in pending.values():
-                self._failure(sent, "UNANSWERED", "the stream closed without answering", connection_level=False)
-            return True
+                self._failure(sent, "UNANSWERED", "the stream closed without answering", connection_level=True)
+            return all_sent
         except grpc.RpcError as exc:
             status = exc.code().name if exc.code() is not None else "UNKNOWN"
             for sent in pending.values():
