@@ -253,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
         if command:
             if shutil.which("docker") is None:
                 raise StackError("the docker CLI is not on PATH (docker compose creates the containers)")
+            if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+                raise StackError("the docker compose plugin is missing (`docker compose version` failed)")
             result = subprocess.run(command)
             if result.returncode != 0:
                 raise StackError(f"{' '.join(command)} exited with {result.returncode}")
