@@ -5,6 +5,7 @@ Contract: inputs `y1`, `y2`, output `x`, float32 NCHW in [0, 1], batch/height/wi
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -25,7 +26,7 @@ class _Fp16Inside(torch.nn.Module):
 
     def __init__(self, net: torch.nn.Module):
         super().__init__()
-        self.net = net.half()
+        self.net = copy.deepcopy(net).half()
 
     def forward(self, y1, y2):
         return self.net(y1.half(), y2.half()).float()
@@ -48,10 +49,25 @@ def export_onnx(net: torch.nn.Module, path: str | Path, metadata: dict[str, str]
                           input_names=list(INPUTS), output_names=[OUTPUT], dynamic_axes=dynamic,
                           do_constant_folding=True)
     proto = onnx.load(str(path))
+    _keep_both_inputs(proto)
     set_metadata(proto, metadata or {})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
+
+
+def _keep_both_inputs(proto: onnx.ModelProto) -> None:
+    """The U-Net baseline ignores y2 and the tracer drops unused inputs; the contract has both,
+    so an unused `y2` of the same type is declared again (valid ONNX, costs nothing)."""
+    names = [i.name for i in proto.graph.input]
+    for name in INPUTS:
+        if name not in names:
+            twin = copy.deepcopy(proto.graph.input[0])
+            twin.name = name
+            proto.graph.input.append(twin)
+    ordered = sorted(proto.graph.input, key=lambda i: INPUTS.index(i.name) if i.name in INPUTS else len(INPUTS))
+    del proto.graph.input[:]
+    proto.graph.input.extend(ordered)
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:

@@ -69,13 +69,18 @@ class Optics:
 
 # ---------------------------------------------------------------------------------------------- PSF
 
+@functools.lru_cache(maxsize=8)
+def _pupil_nodes(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on the pupil radius [0, 1]."""
+    rho, weights = np.polynomial.legendre.leggauss(nodes)
+    return 0.5 * (rho + 1.0), 0.5 * weights
+
+
 def radial_psf_profile(r_um: np.ndarray, wavelength_um: float, defocus_um: float,
                        numerical_aperture: float, refractive_index: float = 1.0,
                        nodes: int = 256) -> np.ndarray:
     """Unnormalised Born & Wolf intensity at radii r_um, by `nodes`-point Gauss-Legendre quadrature."""
-    rho, weights = np.polynomial.legendre.leggauss(nodes)
-    rho = 0.5 * (rho + 1.0)          # map [-1, 1] -> [0, 1]
-    weights = 0.5 * weights
+    rho, weights = _pupil_nodes(nodes)
     v = 2 * math.pi * numerical_aperture * np.asarray(r_um, dtype=np.float64) / wavelength_um
     u = 2 * math.pi * numerical_aperture ** 2 * defocus_um / (refractive_index * wavelength_um)
     pupil = np.exp(-0.5j * u * rho ** 2) * rho * weights             # [nodes]
@@ -91,7 +96,7 @@ def psf_radius_px(optics: Optics, defocus_um: float, wavelength_um: float) -> in
     return int(math.ceil((1.3 * geometric + 4 * airy) / optics.pixel_size_um)) + 2
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=4096)
 def _psf_cached(optics: Optics, wavelength_um: float, defocus_um: float, supersample: int, nodes: int) -> np.ndarray:
     half = psf_radius_px(optics, defocus_um, wavelength_um)
     size = 2 * half + 1
@@ -112,8 +117,9 @@ def _psf_cached(optics: Optics, wavelength_um: float, defocus_um: float, supersa
 
 def psf(optics: Optics, wavelength_um: float, defocus_um: float, supersample: int = 3,
         nodes: int = 256) -> np.ndarray:
-    """2-D PSF (odd size, centred, sums to 1) for one wavelength and defocus; cached."""
-    return _psf_cached(optics, float(wavelength_um), round(float(defocus_um), 4), supersample, nodes)
+    """2-D PSF (odd size, centred, sums to 1) for one wavelength and defocus; cached. Defocus is
+    rounded to 0.01 um (far below the depth of field) so random focus offsets hit the cache."""
+    return _psf_cached(optics, float(wavelength_um), round(float(defocus_um), 2) + 0.0, supersample, nodes)
 
 
 def blur(image: np.ndarray, optics: Optics, defocus_um: float) -> np.ndarray:

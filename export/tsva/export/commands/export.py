@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 from ..errors import TsvaExportError
-from ..paths import DOCS_DIR, SHIPPED_MODEL
+from ..paths import DOCS_DIR, REPO_ROOT, SHIPPED_MODEL
+
+DEFAULT_TENSORRT_DIR = REPO_ROOT / "build" / "trt_repository"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint written by `tsva train` (e.g. runs/tsva/best.pt)")
-    parser.add_argument("-o", "--output", default=str(SHIPPED_MODEL),
-                        help="output file (default: the shipped model, %(default)s)")
+    parser.add_argument("-o", "--output", default=None,
+                        help=f"output file (default: the shipped model, {SHIPPED_MODEL}); for --format "
+                             f"tensorrt a folder (default {DEFAULT_TENSORRT_DIR})")
     parser.add_argument("--format", choices=("onnx", "onnx-fp16", "tensorrt"), default="onnx",
                         help="onnx: float32 (the shipped model); onnx-fp16: fp16 arithmetic with float32 "
                              "inputs/outputs, for GPUs; tensorrt: a TensorRT plan (needs TensorRT)")
@@ -59,9 +62,10 @@ def _run(args: argparse.Namespace) -> int:
         training_data=str(ckpt.get("training_data", "unknown")),
         training_command=str(ckpt.get("training_command", "unknown")),
         evaluation_summary=evaluation_summary(args.evaluation), model_version=args.model_version)
-    output = Path(args.output)
     if args.format == "tensorrt":
+        output = Path(args.output or DEFAULT_TENSORRT_DIR)
         return _tensorrt(net, meta, output)
+    output = Path(args.output or SHIPPED_MODEL)
     export_onnx(net, output, meta, fp16=args.format == "onnx-fp16")
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {args.format})")
     if args.format == "onnx" and not args.no_parity:
@@ -86,6 +90,5 @@ def _tensorrt(net, meta: dict, output: Path) -> int:
         raise TsvaExportError(f"--format tensorrt is unavailable here: {exc}") from None
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(net, Path(tmp) / "model.onnx", meta)
-        trt_builder.build_plan(onnx_path, output)
-    print(f"wrote {output} (tensorrt)")
+        trt_builder.build_plan(onnx_path, output)  # prints what it wrote and how to build the plan
     return 0

@@ -1,0 +1,48 @@
+"""Arguments shared by the training-side verbs (optics, sample, textures)."""
+from __future__ import annotations
+
+import argparse
+
+from ..optics import DEFAULT_DEFOCUS_UM, Optics, Sample
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_optics_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("optics (the shipped model's defaults)")
+    g.add_argument("--na", type=float, default=0.75, help="numerical aperture (default %(default)s)")
+    g.add_argument("--refractive-index", type=float, default=1.0, help="immersion index (default %(default)s, dry)")
+    g.add_argument("--pixel-size", type=float, default=0.25, help="um per pixel at the sample (default %(default)s)")
+    g.add_argument("--wavelengths", type=_floats, default=(0.61, 0.53, 0.47), help="R,G,B in um (default 0.61,0.53,0.47)")
+    g.add_argument("--defocus", type=_floats, default=DEFAULT_DEFOCUS_UM, help="dD values in um (default 0.5,...,3.0)")
+    g.add_argument("--focus-sigma", type=float, default=1.0, help="sigma of the tile focus offset n, um (default %(default)s)")
+    g.add_argument("--layers", type=int, default=Sample.layers, help="thin layers of the section (default %(default)s)")
+    g.add_argument("--thickness", type=float, default=Sample.thickness_um, help="section thickness, um (default %(default)s)")
+
+
+def add_texture_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--textures", metavar="DIR", help="folder of RGB H&E images (default: scikit-image's "
+                        "histology image); a pixel size in the name (`x_0.5um.png`) is honoured, else 0.5 um/px")
+    parser.add_argument("--holdout", action="append", default=[], metavar="NAME",
+                        help="texture file held out for validation (repeatable; default: the last by name)")
+
+
+def optics_from_args(args: argparse.Namespace) -> Optics:
+    return Optics(numerical_aperture=args.na, refractive_index=args.refractive_index,
+                  pixel_size_um=args.pixel_size, wavelengths_um=args.wavelengths, defocus_um=args.defocus,
+                  focus_sigma_um=args.focus_sigma)
+
+
+def sample_from_args(args: argparse.Namespace) -> Sample:
+    if args.layers < 1:
+        from ..errors import OpticsError
+        raise OpticsError(f"--layers must be >= 1, got {args.layers}")
+    if args.thickness < 0:
+        from ..errors import OpticsError
+        raise OpticsError(f"--thickness must be >= 0, got {args.thickness}")
+    return Sample(layers=args.layers, thickness_um=args.thickness)

@@ -1,0 +1,201 @@
+"""Training of TSVA or the U-Net baseline on a pool of simulated pairs (CPU or CUDA, AMP on GPU)."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .dataset import PairPool, build_pool
+from .errors import CheckpointError, TsvaExportError
+from .network import NetworkConfig, build_network
+from .optics import Optics, Sample
+from .textures import load_textures, split_textures
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "tsva"
+    base_width: int = 16
+    depth: int = 3
+    patch_size: int = 128           # size of the simulated pool's patches
+    crop: int = 0                   # random crops of this size from the pool patches (0: whole patch)
+    batch_size: int = 8
+    steps: int = 2000
+    lr: float = 5e-4               # the paper's Adam learning rate
+    final_lr_fraction: float = 0.05  # cosine decay to lr * this (short budgets converge better)
+    pool_pairs: int = 2000
+    val_pairs: int = 60
+    val_every: int = 0             # steps between validations; 0: once per epoch (pass over the pool)
+    seed: int = 0
+    threads: int = 1
+    device: str = "auto"
+    amp: bool = True               # mixed precision, CUDA only
+    textures: str | None = None    # None: scikit-image's histology image
+    holdout: list[str] = field(default_factory=list)
+    pool: str | None = None        # cached training pool (.npz); built and saved if missing
+    output: str = "runs/tsva"
+    max_minutes: float = 0.0       # stop early (and save) after this long; 0: no limit
+    progress: bool = True
+
+
+def psnr_batch(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    mse = ((pred.clamp(0, 1) - truth) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TsvaExportError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _random_dihedral(*tensors: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
+    """The same rotation/flip for every tensor of a batch (the PSF is radially symmetric)."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = [torch.rot90(t, k, dims=(2, 3)) for t in tensors]
+    return [t.flip(3) if flip else t for t in out]
+
+
+def _random_crop(tensors, size: int, rng: np.random.Generator):
+    """One random window of the pool patches per step (more variety from the same pool)."""
+    full = tensors[0].shape[-1]
+    if not size or size >= full:
+        return tensors
+    y, x = rng.integers(0, full - size + 1, 2)
+    return [t[..., y:y + size, x:x + size] for t in tensors]
+
+
+def data_pools(cfg: TrainConfig, optics: Optics, sample: Sample, log=print) -> tuple[PairPool, PairPool, str]:
+    textures = load_textures(cfg.textures, optics.pixel_size_um, min_size=cfg.patch_size)
+    train_t, val_t = split_textures(textures, cfg.holdout or None)
+    description = (f"{cfg.textures or 'skimage.data.immunohistochemistry'}: train "
+                   f"{', '.join(t.name for t in train_t)}; validation (held out) {', '.join(t.name for t in val_t)}; "
+                   f"{cfg.pool_pairs} simulated {cfg.patch_size}px pairs")
+    if cfg.pool and Path(cfg.pool).is_file():
+        log(f"loading training pool {cfg.pool}")
+        pool = PairPool.load(cfg.pool)
+        if pool.y1.shape[-1] != cfg.patch_size:
+            raise TsvaExportError(f"--pool {cfg.pool}: holds {pool.y1.shape[-1]}px patches, not {cfg.patch_size}")
+    else:
+        pool = build_pool(train_t, optics, sample, cfg.pool_pairs, cfg.patch_size, cfg.seed, progress=cfg.progress)
+        if cfg.pool:
+            pool.save(cfg.pool)
+    val = build_pool(val_t, optics, sample, cfg.val_pairs, cfg.patch_size, cfg.seed + 10_000, jitter=0.0,
+                     progress=False)
+    return pool, val, description
+
+
+def evaluate_pool(net: torch.nn.Module, pool: PairPool, device: torch.device, batch: int = 16) -> float:
+    net.eval()
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(pool), batch):
+            y1, y2, truth = (t.to(device) for t in pool.tensors(slice(start, start + batch)))
+            scores.append(psnr_batch(net(y1, y2).float(), truth).cpu())
+    net.train()
+    return float(torch.cat(scores).mean())
+
+
+def train(cfg: TrainConfig, optics: Optics = Optics(), sample: Sample = Sample(), resume: str | None = None,
+          command: str | None = None, log=print) -> dict:
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+    device = _device(cfg.device)
+    network = NetworkConfig(arch=cfg.arch, base_width=cfg.base_width, depth=cfg.depth)
+    for name, size in (("--patch-size", cfg.patch_size), ("--crop", cfg.crop)):
+        if size % (2 ** cfg.depth):
+            raise TsvaExportError(f"{name} {size} must be a multiple of 2**depth = {2 ** cfg.depth}")
+    if cfg.crop > cfg.patch_size:
+        raise TsvaExportError(f"--crop {cfg.crop} is larger than --patch-size {cfg.patch_size}")
+    net = build_network(network).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    step, history, best, prior_minutes = 0, [], -math.inf, 0.0
+    if resume:
+        _, ckpt = load_checkpoint(resume, expect_arch=cfg.arch)
+        if ckpt["network"] != network.to_dict():
+            raise CheckpointError(f"--resume {resume}: network {ckpt['network']} differs from the requested {network.to_dict()}")
+        net.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, history, best = ckpt["step"], ckpt["history"], ckpt.get("best_val_psnr", -math.inf)
+        prior_minutes = ckpt.get("minutes", 0.0)
+        log(f"resumed {resume} at step {step}")
+
+    pool, val, data_description = data_pools(cfg, optics, sample, log)
+    steps_per_epoch = max(1, len(pool) // cfg.batch_size)
+    val_every = cfg.val_every or steps_per_epoch
+    with torch.no_grad():
+        y1_val, _, truth_val = val.tensors(slice(None))
+        sharper = float(psnr_batch(y1_val, truth_val).mean())
+    log(f"{cfg.arch}: {sum(p.numel() for p in net.parameters())} parameters, {len(pool)} training pairs, "
+        f"{len(val)} validation pairs (sharper shot alone: {sharper:.2f} dB), device {device}")
+
+    output = Path(cfg.output)
+    output.mkdir(parents=True, exist_ok=True)
+    extra = lambda: dict(  # noqa: E731 -- everything needed to resume and to reproduce
+        optics=optics.to_dict(), sample=sample.to_dict(), train=asdict(cfg), training_data=data_description,
+        training_command=command or " ".join(sys.argv), step=step, history=history, best_val_psnr=best,
+        optimizer=optimizer.state_dict(), minutes=minutes())
+
+    start = time.monotonic()
+    minutes = lambda: prior_minutes + (time.monotonic() - start) / 60  # noqa: E731
+
+    def learning_rate() -> float:
+        """Cosine decay over the budget: steps, or --max-minutes if that runs out first (so a
+        run cut short by time still ends at a low learning rate)."""
+        progress = step / cfg.steps
+        if cfg.max_minutes > 0:
+            progress = max(progress, minutes() / cfg.max_minutes)
+        progress = min(progress, 1.0)
+        return cfg.lr * (cfg.final_lr_fraction + (1 - cfg.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    rng = np.random.default_rng(cfg.seed + step)
+    net.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.arch}", disable=not cfg.progress,
+               mininterval=10, file=sys.stderr)
+    losses = []
+    while step < cfg.steps:
+        index = np.sort(rng.choice(len(pool), cfg.batch_size, replace=False))
+        y1, y2, truth = _random_dihedral(*_random_crop(pool.tensors(index), cfg.crop, rng), rng=rng)
+        y1, y2, truth = y1.to(device), y2.to(device), truth.to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            loss = torch.nn.functional.mse_loss(net(y1, y2).float(), truth)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.2e}", refresh=False)
+        out_of_time = cfg.max_minutes > 0 and minutes() > cfg.max_minutes
+        if step % val_every == 0 or step == cfg.steps or out_of_time:
+            val_psnr = evaluate_pool(net, val, device)
+            history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": float(np.mean(losses)),
+                            "val_psnr": val_psnr, "minutes": minutes(),
+                            "lr": optimizer.param_groups[0]["lr"]})
+            losses = []
+            log(f"step {step}/{cfg.steps} epoch {step / steps_per_epoch:.1f}: train loss "
+                f"{history[-1]['train_loss']:.2e}, validation PSNR {val_psnr:.2f} dB (sharper shot {sharper:.2f})")
+            if val_psnr > best:
+                best = val_psnr
+                save_checkpoint(output / "best.pt", net, network, **extra())
+            save_checkpoint(output / "last.pt", net, network, **extra())
+        if out_of_time:
+            log(f"stopped after {cfg.max_minutes} minutes at step {step} (--max-minutes)")
+            break
+    bar.close()
+    return {"steps": step, "best_val_psnr": best, "sharper_val_psnr": sharper, "history": history,
+            "checkpoint": str(output / "best.pt")}
