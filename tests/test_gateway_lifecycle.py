@@ -172,3 +172,24 @@ def test_sigint_exits_zero(tiny_model):
     with start_gateway(tiny_model) as gw:
         gw.process.send_signal(signal.SIGINT)
         assert gw.process.wait(30) == 0
+
+
+def test_streams_beyond_the_limit_are_resource_exhausted(tiny_model):
+    release = threading.Event()
+
+    def held_open():
+        yield pair("first")
+        release.wait(30)  # keep the stream open without sending more
+
+    with start_gateway(tiny_model, max_streams=1) as gw, gw.channel() as channel:
+        stub = pb_grpc.VirtualAutofocusStub(channel)
+        first = stub.FuseTiles(held_open(), timeout=60)
+        try:
+            assert next(first).tile_id == "first"  # the first stream is open and working
+            with pytest.raises(grpc.RpcError) as info:
+                list(stub.FuseTiles(iter([pair("second")]), timeout=30))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit is 1" in info.value.details()
+        finally:
+            release.set()
+            first.cancel()

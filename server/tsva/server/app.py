@@ -54,6 +54,7 @@ class Health:
         self.backend, self.metrics, self.interval_s = backend, metrics, interval_s
         self._task: asyncio.Task | None = None
         self._status: int | None = None
+        self._pending: set[asyncio.Task] = set()
 
     async def set(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -67,7 +68,9 @@ class Health:
 
     def backend_failed(self, error: Exception) -> None:
         log.warning("backend failure: %s", error)
-        asyncio.get_running_loop().create_task(self.set(False))
+        task = asyncio.get_running_loop().create_task(self.set(False))
+        self._pending.add(task)  # keep a reference until it has run
+        task.add_done_callback(self._pending.discard)
 
     async def _probe(self) -> None:
         while True:
@@ -116,7 +119,9 @@ async def serve(config: Config) -> int:
         interceptors = security.auth_interceptors(config.token_file)
     except security.SecurityConfigError as exc:
         raise StartupError(str(exc)) from None
-    server = grpc.aio.server(interceptors=interceptors, options=[
+    # maximum_concurrent_rpcs bounds unary calls too (each holds its request in memory while it
+    # waits for a tile slot); beyond it gRPC answers RESOURCE_EXHAUSTED.
+    server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=config.max_calls, options=[
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),

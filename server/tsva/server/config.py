@@ -64,6 +64,8 @@ class Config:
                                       "most tiles being processed at once (all streams and calls)")
     stream_window: int = _option("--stream-window", int, 8, "most tiles of one stream processed at once")
     max_streams: int = _option("--max-streams", int, 256, "most FuseTiles streams open at once")
+    max_calls: int = _option("--max-calls", int, 512, "most gRPC calls of any kind open at once "
+                             "(unary Fuse calls hold their request while waiting)")
     max_tile_width: int = _option("--max-tile-width", int, 4096, "widest tile accepted")
     max_tile_height: int = _option("--max-tile-height", int, 4096, "tallest tile accepted")
     max_message_bytes: int = _option("--max-message-bytes", int, DEFAULT_MAX_MESSAGE_BYTES,
@@ -106,6 +108,7 @@ class Config:
             (self.max_inflight_tiles >= 1, "--max-inflight-tiles: must be >= 1"),
             (self.stream_window >= 1, "--stream-window: must be >= 1"),
             (self.max_streams >= 1, "--max-streams: must be >= 1"),
+            (self.max_calls >= self.max_streams, "--max-calls: must be >= --max-streams"),
             (self.max_tile_width >= 1 and self.max_tile_height >= 1, "--max-tile-width/--max-tile-height: must be >= 1"),
             (0 <= self.port < 65536 and 0 <= self.metrics_port < 65536, "--port/--metrics-port: 0..65535"),
             (self.max_message_bytes >= 4 * 1024 * 1024, "--max-message-bytes: must be >= 4 MiB"),
