@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -19,8 +18,6 @@ import numpy as np
 
 from tsva.server.backends.base import Backend, BackendUnavailable
 from tsva.server.patching import PatchGrid, Stitcher, extract_patch
-
-log = logging.getLogger(__name__)
 
 
 class PatchJob:

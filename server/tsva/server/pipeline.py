@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import tsva.server
-from tsva.client.images import decode_image, encode_image, encoding_name
+from tsva.client.images import decode_image, encode_image
 from tsva.server.backends.base import Backend
 from tsva.server.batcher import MicroBatcher, PatchJob
 from tsva.server.brenner import brenner, refine_peak

@@ -16,5 +16,5 @@ def create_backend(config) -> Backend:
     if config.backend == "triton":
         from tsva.server.backends.triton import TritonBackend
 
-        return TritonBackend(config.triton_url_list, config.model_name)
+        return TritonBackend(config.triton_url_list, config.model_name, request_timeout_s=config.backend_timeout_s)
     raise ValueError(f"--backend: unknown {config.backend!r} (embedded or triton)")
