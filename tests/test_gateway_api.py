@@ -202,3 +202,19 @@ def test_slide_ids_and_pixels_stay_out_of_logs(stub, gateway):
     with pytest.raises(grpc.RpcError):
         stub.Fuse(bad_request("byte_length"), timeout=30)
     assert "slide-1" not in gateway.logs()
+
+
+@pytest.mark.parametrize("compression", ["lzw", "packbits", "zlib"])
+def test_compressed_tiff_shots(stub, compression):
+    import io
+
+    import tifffile
+
+    def tiff(array):
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, array, compression=compression, photometric="rgb")
+        return pb.Image(encoding=pb.IMAGE_ENCODING_TIFF, data=buffer.getvalue())
+
+    reply = stub.Fuse(pb.FuseRequest(tile_id="lzw", shot_a=tiff(SHARP), shot_b=tiff(SOFT)), timeout=60)
+    assert reply.fused.encoding == pb.IMAGE_ENCODING_TIFF
+    assert np.abs(decode_image(reply.fused) - expected(SHARP, SOFT)).max() <= 1.0
