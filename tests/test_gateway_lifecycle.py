@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skimage import data
 
-from conftest import free_port, make_tiny_onnx, make_unet_onnx, metric, start_gateway
+from conftest import free_port, health_status, make_tiny_onnx, make_unet_onnx, metric, start_gateway
 from tsva.client.images import encode_image
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
@@ -154,7 +154,9 @@ def test_sigterm_finishes_inflight_tiles_and_exits_zero(tmp_path):
         while metric(gw.metrics_url, "tsva_inflight_tiles") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         gw.process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while health_status(gw.address) == SERVING and time.monotonic() < deadline:
+            time.sleep(0.05)
         # New calls are refused while the in-flight stream finishes.
         with pytest.raises(grpc.RpcError) as info:
             stub.Fuse(pair("too-late"), timeout=10)

@@ -157,8 +157,11 @@ async def serve(config: Config) -> int:
     await stop.wait()
 
     log.info("shutting down: finishing in-flight work for up to %.0f s", config.grace_s)
+    # Stop accepting first, then tell health watchers; in-flight calls get the grace period.
+    stopping = asyncio.create_task(server.stop(config.grace_s))
+    await asyncio.sleep(0)
     await health.shutdown()
-    await server.stop(config.grace_s)
+    await stopping
     await batcher.close()
     await backend.close()
     if metrics_server:
