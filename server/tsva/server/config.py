@@ -29,11 +29,12 @@ class Option:
     type: type
     help: str
     choices: tuple[str, ...] | None = None
+    aliases: tuple[str, ...] = ()
 
 
-def _option(flag: str, type_: type, default, help_: str, choices=None):
+def _option(flag: str, type_: type, default, help_: str, choices=None, aliases=()):
     env = "TSVA_" + flag.lstrip("-").replace("-", "_").upper()
-    return field(default=default, metadata={"option": Option(flag, env, type_, help_, choices)})
+    return field(default=default, metadata={"option": Option(flag, env, type_, help_, choices, aliases)})
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class Config:
                               "its metadata is read for GetInfo with the triton backend too when present)")
     model_name: str = _option("--model-name", str, "tsva", "model name (in Triton's repository)")
     triton_urls: str = _option("--triton-urls", str, "localhost:8001",
-                               "Triton gRPC endpoints, comma-separated (triton backend)")
+                               "Triton gRPC endpoints, comma-separated (triton backend)",
+                               aliases=("--triton-url",))
     providers: str = _option("--providers", str, "auto", "ONNX Runtime execution providers, comma-separated "
                              "(auto: TensorRT, CUDA where present, else CPU)")
     intra_op_threads: int = _option("--intra-op-threads", int, 0, "ONNX Runtime threads (0: all cores)")
@@ -127,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         env_value = os.environ.get(opt.env)
         default = f.default if env_value is None else env_value
         shown = f"default {f.default}" if f.default is not None else "off"
-        parser.add_argument(opt.flag, dest=f.name, type=opt.type, default=default, choices=opt.choices,
+        parser.add_argument(opt.flag, *opt.aliases, dest=f.name, type=opt.type, default=default, choices=opt.choices,
                             help=f"{opt.help} (env {opt.env}; {shown})")
 
 
