@@ -57,7 +57,7 @@ def run_server(*args, env=None, timeout=60):
     (["--model-path", "/nonexistent/model.onnx"], {}, "model not found: /nonexistent/model.onnx"),
     ([], {"TSVA_PATCH_SIZE": "100"}, "--patch-size: must be a positive multiple of 16"),
     (["--patch-overlap", "300"], {}, "--patch-overlap: must be >= 0"),
-    ([], {"TSVA_MAX_BATCH": "many"}, "invalid int value: 'many'"),
+    ([], {"TSVA_MAX_BATCH": "many"}, "TSVA_MAX_BATCH: 'many' is not a valid int"),
     (["--backend", "nope"], {}, "invalid choice: 'nope'"),
     (["--tls-cert", "/nonexistent.pem"], {}, "--tls-cert"),
 ])

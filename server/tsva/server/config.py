@@ -123,14 +123,13 @@ class Config:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds one flag per Config field; defaults come from the environment, then from Config."""
+    """Adds one flag per Config field. Defaults stay None here: from_namespace falls back to the
+    environment, then to Config, so a bad environment value is reported under its variable's name."""
     for f in fields(Config):
         opt: Option = f.metadata["option"]
-        env_value = os.environ.get(opt.env)
-        default = f.default if env_value is None else env_value
         shown = f"default {f.default}" if f.default is not None else "off"
-        parser.add_argument(opt.flag, *opt.aliases, dest=f.name, type=opt.type, default=default, choices=opt.choices,
-                            help=f"{opt.help} (env {opt.env}; {shown})")
+        parser.add_argument(opt.flag, *opt.aliases, dest=f.name, type=opt.type, default=None,
+                            choices=opt.choices, help=f"{opt.help} (env {opt.env}; {shown})")
 
 
 def from_namespace(args: argparse.Namespace) -> Config:
@@ -138,14 +137,14 @@ def from_namespace(args: argparse.Namespace) -> Config:
     for f in fields(Config):
         opt: Option = f.metadata["option"]
         value = getattr(args, f.name)
-        if value is not None and not isinstance(value, opt.type):  # env strings are not converted by argparse
+        if value is None and opt.env in os.environ:
             try:
-                value = opt.type(value)
+                value = opt.type(os.environ[opt.env])
             except ValueError:
-                raise ConfigError(f"{opt.env}: {value!r} is not a valid {opt.type.__name__}") from None
-        if opt.choices and value not in opt.choices:
-            raise ConfigError(f"{opt.env}: {value!r}, expected one of {', '.join(opt.choices)}")
-        values[f.name] = value
+                raise ConfigError(f"{opt.env}: {os.environ[opt.env]!r} is not a valid {opt.type.__name__}") from None
+            if opt.choices and value not in opt.choices:
+                raise ConfigError(f"{opt.env}: {value!r}, expected one of {', '.join(opt.choices)}")
+        values[f.name] = f.default if value is None else value
     return Config(**values).validate()
 
 
