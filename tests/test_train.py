@@ -73,9 +73,17 @@ def test_train_checkpoints_full_configuration_and_resumes(tmp_path):
 
     # Resume to 6 steps: continues from step 4 with the cached pool.
     result = train(_tiny_config(tmp_path, steps=6, pool=str(tmp_path / "pool.npz")),
-                   resume=str(tmp_path / "run" / "last.pt"), log=logs.append)
+                   resume=str(tmp_path / "run" / "last.pt"), command="tsva train (test)", log=logs.append)
     assert result["steps"] == 6 and [h["step"] for h in result["history"]] == [2, 4, 6]
     assert any("resumed" in line for line in logs) and any("loading training pool" in line for line in logs)
+
+    # A second phase from these weights: fresh schedule, the earlier command kept for reproduction.
+    result = train(_tiny_config(tmp_path, steps=2, output=str(tmp_path / "phase2"), pool=str(tmp_path / "pool.npz"),
+                                init_from=str(tmp_path / "run" / "last.pt")), command="tsva train (phase 2)",
+                   log=logs.append)
+    _, ckpt = load_checkpoint(tmp_path / "phase2" / "last.pt")
+    assert ckpt["step"] == 2
+    assert ckpt["training_command"] == "tsva train (test) (6 steps), then tsva train (phase 2)"
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):

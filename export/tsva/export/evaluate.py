@@ -74,7 +74,7 @@ class EvalConfig:
     pairs_per_dd: int = 24
     patch_size: int = 256
     seed: int = 1234
-    rl_iterations: int = 20
+    rl_iterations: int = 10
     batch: int = 8
 
 

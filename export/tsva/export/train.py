@@ -43,6 +43,7 @@ class TrainConfig:
     output: str = "runs/tsva"
     max_minutes: float = 0.0       # stop early (and save) after this long; 0: no limit
     progress: bool = True
+    init_from: str | None = None   # start from these weights (fresh optimiser and schedule)
 
 
 def psnr_batch(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -128,6 +129,16 @@ def train(cfg: TrainConfig, optics: Optics = Optics(), sample: Sample = Sample()
         step, history, best = ckpt["step"], ckpt["history"], ckpt.get("best_val_psnr", -math.inf)
         prior_minutes = ckpt.get("minutes", 0.0)
         log(f"resumed {resume} at step {step}")
+    earlier = ""  # the commands that produced the starting weights, kept for reproduction
+    if cfg.init_from and not resume:
+        _, init = load_checkpoint(cfg.init_from, expect_arch=cfg.arch)
+        if init["network"] != network.to_dict():
+            raise CheckpointError(f"--init-from {cfg.init_from}: network {init['network']} differs from the requested {network.to_dict()}")
+        net.load_state_dict(init["state_dict"])
+        earlier = f"{init.get('training_command', '?')} ({init.get('step', '?')} steps), then "
+        log(f"starting from the weights of {cfg.init_from} (step {init.get('step')})")
+    elif resume:
+        earlier = ckpt.get("earlier_training", "")
 
     pool, val, data_description = data_pools(cfg, optics, sample, log)
     steps_per_epoch = max(1, len(pool) // cfg.batch_size)
@@ -142,7 +153,7 @@ def train(cfg: TrainConfig, optics: Optics = Optics(), sample: Sample = Sample()
     output.mkdir(parents=True, exist_ok=True)
     extra = lambda: dict(  # noqa: E731 -- everything needed to resume and to reproduce
         optics=optics.to_dict(), sample=sample.to_dict(), train=asdict(cfg), training_data=data_description,
-        training_command=command or " ".join(sys.argv), step=step, history=history, best_val_psnr=best,
+        training_command=earlier + (command or " ".join(sys.argv)), earlier_training=earlier, step=step, history=history, best_val_psnr=best,
         optimizer=optimizer.state_dict(), minutes=minutes())
 
     start = time.monotonic()

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=int, default=24, help="pairs per dD (default %(default)s)")
     parser.add_argument("--patch-size", type=int, default=256, help="(default %(default)s)")
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--rl-iterations", type=int, default=20, help="Richardson-Lucy iterations (default %(default)s)")
+    parser.add_argument("--rl-iterations", type=int, default=10, help="Richardson-Lucy iterations (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("-o", "--output", default=str(DOCS_DIR), help="report folder (default %(default)s)")
     add_texture_arguments(parser)

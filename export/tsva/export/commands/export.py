@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     optics = Optics.from_dict(ckpt.get("optics", {}))
     train = ckpt.get("train", {})
     meta = model_metadata(
-        network, optics, patch_size=int(train.get("patch_size", 224)),
+        network, optics, patch_size=int(train.get("crop") or train.get("patch_size", 224)),
         training_data=str(ckpt.get("training_data", "unknown")),
         training_command=str(ckpt.get("training_command", "unknown")),
         evaluation_summary=evaluation_summary(args.evaluation), model_version=args.model_version)

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, default=0.0, help="stop (and save) after this long")
     parser.add_argument("-o", "--output", default=None, help="checkpoint folder (default runs/ARCH)")
     parser.add_argument("--resume", metavar="CKPT", help="continue from a last.pt of the same configuration")
+    parser.add_argument("--init-from", metavar="CKPT", help="start from these weights with a fresh optimiser "
+                        "and learning-rate schedule (a second training phase)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_texture_arguments(parser)
     add_optics_arguments(parser)
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             val_pairs=args.val_pairs, val_every=args.val_every, seed=args.seed, threads=args.threads,
             device=args.device, amp=not args.no_amp, textures=args.textures, holdout=args.holdout,
             pool=args.pool, output=args.output or f"runs/{args.arch}", max_minutes=args.max_minutes,
-            progress=not args.no_progress)
+            progress=not args.no_progress, init_from=args.init_from)
         from ..train import train
         result = train(cfg, optics_from_args(args), sample_from_args(args), resume=args.resume,
                        command="tsva train " + shlex.join(sys.argv[2:]),
