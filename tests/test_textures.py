@@ -82,6 +82,7 @@ def test_bad_textures_give_a_clear_error(tmp_path, he, case, message):
         load_textures(folder, 0.25, 64)
 
 
+@pytest.mark.slow
 def test_bad_texture_folder_through_the_cli_is_one_clear_line(tmp_path):
     """The real `tsva` entry point in a subprocess: exit status 2, one line, no traceback."""
     (tmp_path / "empty").mkdir()

@@ -108,6 +108,7 @@ def test_mismatched_weights_and_foreign_files_are_refused(tmp_path):
         load_checkpoint(tmp_path / "c.pt")
 
 
+@pytest.mark.slow
 def test_other_architecture_through_the_cli_is_one_clear_line(tmp_path):
     """The real `tsva train` in a subprocess: exit 2 and one line naming the problem, no traceback."""
     unet = build_network(NetworkConfig(arch="unet", base_width=4, depth=2))

@@ -32,6 +32,11 @@ class Predictor:
             if not self.path.is_file():
                 from .errors import CheckpointError
                 raise CheckpointError(f"model {self.path}: no such file")
+            from .onnx_export import read_metadata
+            arch = read_metadata(self.path).get("architecture")
+            if expect_arch and arch and arch != expect_arch:
+                from .errors import CheckpointError
+                raise CheckpointError(f"model {self.path}: holds a {arch!r} network, expected {expect_arch!r}")
             self._session = onnx_session(self.path, threads)
             self._net = None
         else:
