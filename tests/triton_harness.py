@@ -14,7 +14,7 @@ Pitfalls handled here (seen on these machines):
   sys.base_prefix/lib first;
 - the copied stub's RPATH no longer finds nvidia_pytriton.libs (libcudart), so LD_LIBRARY_PATH
   names that folder too;
-- the stub imports numpy/onnxruntime from this virtual environment (PYTHONPATH).
+- the stub imports numpy/onnxruntime from this virtual environment (its bin first on PATH).
 The server runs in its own process group: kill() SIGKILLs the server and its stubs together, as a
 node crash would, and stop() never leaves a stub behind.
 """
@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 import urllib.request
@@ -111,8 +110,11 @@ def stub_environment() -> dict[str, str]:
     bundled_libs = str(pytriton_dir().parents[1] / "nvidia_pytriton.libs")
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (base_lib, bundled_libs, env.get("LD_LIBRARY_PATH")) if p)
-    site_packages = sysconfig.get_paths()["purelib"]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (site_packages, env.get("PYTHONPATH")) if p)
+    # The stub's embedded interpreter ignores PYTHONPATH and finds its prefix (hence numpy and
+    # onnxruntime) through the first `python3` on PATH: put this environment's first, as an
+    # activated venv would (CI does not activate it).
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p)
+    env["VIRTUAL_ENV"] = sys.prefix
     return env
 
 
