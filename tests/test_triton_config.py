@@ -37,8 +37,10 @@ def onnx_io(path: Path) -> dict[str, tuple[int, list]]:
 
 
 def patch_size() -> int:
-    props = {p.key: p.value for p in onnx.load(str(SHIPPED_ONNX), load_external_data=False).metadata_props}
-    return int(props.get("patch_size", 224))
+    """The gateway's serving patch size: warm-up and TensorRT profiles must match what it sends
+    (the model's own `patch_size` metadata is the size it was trained on, which may be smaller)."""
+    from tsva.server.config import Config
+    return Config().patch_size
 
 
 def profile(value: str) -> dict[str, list[int]]:
