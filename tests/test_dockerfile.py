@@ -167,6 +167,8 @@ def test_image_install_replayed_serves_and_passes_its_healthcheck(tmp_path):
     context = _build_context(tmp_path)
     assert not (context / "export").exists() and not (context / "tests").exists()
     venv = tmp_path / "venv"
+    # The image's Python is 3.11 like this one; install.sh keeps an existing venv.
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
     command = _install_command()
     done = subprocess.run([command[0], command[1], str(venv)], cwd=context, capture_output=True, text=True,
                           timeout=600)
