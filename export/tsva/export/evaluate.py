@@ -99,6 +99,7 @@ def evaluate(pools: dict[float, PairPool], optics: Optics, tsva: Predictor | Non
                 outputs[name] = np.concatenate([model(y1s[i:i + cfg.batch], y2s[i:i + cfg.batch])
                                                 for i in range(0, len(y1s), cfg.batch)])
         scores = {m: {"psnr": [], "ssim": [], "count_error": []} for m in METHODS if m in outputs or m == "richardson_lucy"}
+        truth_counts = []
         for i in range(len(pool)):
             truth = truths[i].transpose(1, 2, 0).astype(np.float64)
             images = {m: outputs[m][i].transpose(1, 2, 0).astype(np.float64) for m in outputs}
@@ -107,11 +108,12 @@ def evaluate(pools: dict[float, PairPool], optics: Optics, tsva: Predictor | Non
             h_truth = color.rgb2hed(np.clip(truth, 1e-4, 1))[..., 0]
             threshold = filters.threshold_otsu(h_truth) if np.ptp(h_truth) > 0 else np.inf
             truth_count = count_nuclei(truth, threshold)
+            truth_counts.append(truth_count)
             for m, img in images.items():
                 scores[m]["psnr"].append(peak_signal_noise_ratio(truth, img, data_range=1.0))
                 scores[m]["ssim"].append(structural_similarity(truth, img, data_range=1.0, channel_axis=-1))
                 scores[m]["count_error"].append(abs(count_nuclei(img, threshold) - truth_count))
-        row = {"dd_um": float(dd), "pairs": len(pool), "methods": {}}
+        row = {"dd_um": float(dd), "pairs": len(pool), "truth_nuclei_mean": float(np.mean(truth_counts)), "methods": {}}
         for m, s in scores.items():
             q = lambda v: [float(x) for x in np.percentile(v, [25, 50, 75])]  # noqa: E731
             p25, p50, p75 = q(s["psnr"])
@@ -169,10 +171,11 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {r['dd_um']:g} | " + " | ".join(
             f"{r['methods'][m]['ssim_median']:.4f} [{r['methods'][m]['ssim_iqr'][0]:.3f}-{r['methods'][m]['ssim_iqr'][1]:.3f}]"
             for m in methods) + " |")
-    lines += ["", "| dD (um) | " + " | ".join(f"{LABELS[m]} nuclei count MAE" for m in methods) + " |",
-              "|" + "---|" * (1 + len(methods))]
+    lines += ["", "| dD (um) | nuclei per patch (truth) | " + " | ".join(f"{LABELS[m]} count MAE" for m in methods) + " |",
+              "|" + "---|" * (2 + len(methods))]
     for r in rows:
-        lines.append(f"| {r['dd_um']:g} | " + " | ".join(f"{r['methods'][m]['nuclei_count_mae']:.2f}" for m in methods) + " |")
+        lines.append(f"| {r['dd_um']:g} | {r.get('truth_nuclei_mean', float('nan')):.1f} | "
+                     + " | ".join(f"{r['methods'][m]['nuclei_count_mae']:.2f}" for m in methods) + " |")
     return "\n".join(lines) + "\n"
 
 
