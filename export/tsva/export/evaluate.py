@@ -146,7 +146,7 @@ def targets(rows: list[dict]) -> dict:
 
 def summary_line(result: dict, description: str) -> str:
     rows = result["rows"]
-    parts = [f"{description}; median PSNR dB per dD " + ",".join(f"{r['dd_um']:g}" for r in rows) + " um:"]
+    parts = [f"{description}; median PSNR dB per dD " + ",".join(f"{r['dd_um']:g}" for r in rows) + " um"]
     for m in METHODS:
         if all(m in r["methods"] for r in rows):
             parts.append(f"{LABELS[m]} " + "/".join(f"{r['methods'][m]['psnr_median']:.1f}" for r in rows))
