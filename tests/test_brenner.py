@@ -7,7 +7,7 @@ from scipy import ndimage
 from skimage import data
 
 from tsva.client.images import decode_image, encode_image
-from tsva.server.brenner import brenner, refine_peak
+from tsva.client.brenner import brenner, refine_peak
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 

@@ -9,7 +9,7 @@ from skimage import data
 from tsva.export.errors import OpticsError
 from tsva.export.optics import (Optics, Sample, add_sensor_noise, image_at, psf, radial_psf_profile,
                                 simulate_pair)
-from tsva.export.sharpness import brenner_gradient
+from tsva.client.brenner import brenner
 
 OPTICS = Optics()
 
@@ -92,7 +92,7 @@ def test_simulation_is_deterministic_per_seed():
 
 def test_pair_is_ordered_by_brenner_and_quantised_truth_is_not():
     pair = simulate_pair(_texture(), OPTICS, Sample(), 1.5, np.random.default_rng(3), focus_offset_um=0.7)
-    assert brenner_gradient(pair.y1) >= brenner_gradient(pair.y2)
+    assert brenner(pair.y1) >= brenner(pair.y2)
     # Shots at -dD - n and +dD - n; the one nearer focus (|0.8| vs |-2.2|) is the sharper one here.
     assert sorted([pair.y1_defocus_um, pair.y2_defocus_um]) == pytest.approx([-2.2, 0.8])
     assert pair.y1_defocus_um == pytest.approx(0.8)
@@ -106,7 +106,7 @@ def test_truth_is_the_noise_free_image_at_focus():
     masks = np.ones((1, 64, 64))
     sharp = image_at(t, masks, np.zeros(1), OPTICS, 0.0)
     blurred = image_at(t, masks, np.zeros(1), OPTICS, 3.0)
-    assert brenner_gradient(sharp) > 2 * brenner_gradient(blurred)
+    assert brenner(sharp) > 2 * brenner(blurred)
     # A layer 2 um deep is in focus when the focal plane is at 2 um.
     np.testing.assert_allclose(image_at(t, masks, np.array([2.0]), OPTICS, 2.0), sharp, atol=1e-12)
 

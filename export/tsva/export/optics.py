@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage, signal, special
 
+from tsva.client.brenner import brenner
+
 from .errors import OpticsError
 
 DEFAULT_DEFOCUS_UM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
@@ -191,8 +193,6 @@ class SimulatedPair:
 def simulate_pair(texture: np.ndarray, optics: Optics, sample: Sample, dd_um: float,
                   rng: np.random.Generator, focus_offset_um: float | None = None) -> SimulatedPair:
     """Two shots at -dD - n and +dD - n around the tile's true focus, ordered by Brenner gradient."""
-    from .sharpness import brenner_gradient
-
     texture = np.asarray(texture, dtype=np.float64)
     n = rng.normal(0.0, optics.focus_sigma_um) if focus_offset_um is None else float(focus_offset_um)
     masks = _layer_masks(texture.shape[:2], sample, rng)
@@ -201,7 +201,7 @@ def simulate_pair(texture: np.ndarray, optics: Optics, sample: Sample, dd_um: fl
     truth = image_at(texture, masks, depths, optics, 0.0)
     planes = (-dd_um - n, dd_um - n)
     shots = [add_sensor_noise(image_at(texture, masks, depths, optics, p), sample, rng) for p in planes]
-    order = (0, 1) if brenner_gradient(shots[0]) >= brenner_gradient(shots[1]) else (1, 0)
+    order = (0, 1) if brenner(shots[0]) >= brenner(shots[1]) else (1, 0)
     f32 = lambda a: np.clip(a, 0, 1).astype(np.float32)  # noqa: E731
     return SimulatedPair(f32(shots[order[0]]), f32(shots[order[1]]), f32(truth), float(dd_um), float(n),
                          float(planes[order[0]]), float(planes[order[1]]))

@@ -14,7 +14,7 @@ import tsva.server
 from tsva.client.images import decode_image, encode_image
 from tsva.server.backends.base import Backend
 from tsva.server.batcher import MicroBatcher, PatchJob
-from tsva.server.brenner import brenner, refine_peak
+from tsva.client.brenner import brenner, refine_peak
 from tsva.server.config import Config
 from tsva.server.errors import InvalidRequest
 from tsva.server.metrics import Metrics

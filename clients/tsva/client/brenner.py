@@ -1,4 +1,5 @@
-"""Brenner gradient focus measure and z-stack focus search.
+"""Brenner gradient focus measure and z-stack focus search: one implementation for the gateway
+(pair order, FindFocus) and the training side (pair order of simulated data), so both agree.
 
 Brenner (1976), as the paper uses it: B = sum over the image of (I(x+2, y) - I(x, y))^2, I the
 luminance, x the column. A plain first difference at distance 2 squared, summed over every pixel
