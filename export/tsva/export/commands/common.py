@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 
+from ..errors import TsvaExportError
 from ..optics import DEFAULT_DEFOCUS_UM, Optics, Sample
 
 
@@ -46,3 +49,18 @@ def sample_from_args(args: argparse.Namespace) -> Sample:
         from ..errors import OpticsError
         raise OpticsError(f"--thickness must be >= 0, got {args.thickness}")
     return Sample(layers=args.layers, thickness_um=args.thickness)
+
+
+def reports_errors(verb: str):
+    """Decorates a verb's run(): a TsvaExportError becomes one line on stderr and exit status 2,
+    never a bare stack trace."""
+    def decorate(run):
+        @functools.wraps(run)
+        def wrapped(args: argparse.Namespace) -> int:
+            try:
+                return run(args)
+            except TsvaExportError as exc:
+                print(f"tsva {verb}: {exc}", file=sys.stderr)
+                return 2
+        return wrapped
+    return decorate

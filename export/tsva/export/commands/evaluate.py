@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import TsvaExportError
 from ..paths import DOCS_DIR
-from .common import add_optics_arguments, add_texture_arguments, optics_from_args, sample_from_args
+from .common import (add_optics_arguments, add_texture_arguments, optics_from_args, reports_errors,
+                     sample_from_args)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,15 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optics_arguments(parser)
 
 
+@reports_errors("evaluate")
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except TsvaExportError as exc:
-        print(f"tsva evaluate: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args) -> int:
     from ..evaluate import EvalConfig, Predictor, evaluate, evaluation_pools, write_reports
     from ..textures import load_textures, split_textures
 

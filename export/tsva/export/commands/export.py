@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import TsvaExportError
 from ..paths import DOCS_DIR, REPO_ROOT, SHIPPED_MODEL
+from .common import reports_errors
 
 DEFAULT_TENSORRT_DIR = REPO_ROOT / "build" / "trt_repository"
 
@@ -28,14 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except TsvaExportError as exc:
-        print(f"tsva export: {exc}", file=sys.stderr)
-        return 2
-
-
 def evaluation_summary(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
@@ -46,7 +39,8 @@ def evaluation_summary(path: str | Path) -> str:
         return "not evaluated"
 
 
-def _run(args: argparse.Namespace) -> int:
+@reports_errors("export")
+def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..metadata import model_metadata
     from ..network import NetworkConfig

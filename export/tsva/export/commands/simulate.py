@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import TsvaExportError
-from .common import add_optics_arguments, add_texture_arguments, optics_from_args, sample_from_args
+from .common import (add_optics_arguments, add_texture_arguments, optics_from_args, reports_errors,
+                     sample_from_args)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,14 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optics_arguments(parser)
 
 
+@reports_errors("simulate")
 def run(args: argparse.Namespace) -> int:
-    try:
-        if args.calibrate:
-            return _calibrate(args)
-        return _simulate(args)
-    except TsvaExportError as exc:
-        print(f"tsva simulate: {exc}", file=sys.stderr)
-        return 2
+    return _calibrate(args) if args.calibrate else _simulate(args)
 
 
 def _simulate(args) -> int:
