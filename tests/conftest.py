@@ -284,6 +284,17 @@ def start_gateway(model_path=None, *, extra_args: list[str] | tuple[str, ...] = 
             gateway._final_log = log_path.read_text(errors="replace")
 
 
+@pytest.fixture
+def torch_one_thread():
+    """One torch thread for training-side tests: on a small, shared machine extra threads only contend."""
+    import torch  # only the training-side tests need torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_onnx(tmp_path_factory.mktemp("models") / "tiny.onnx")

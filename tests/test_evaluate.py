@@ -19,13 +19,7 @@ from tsva.export.onnx_export import export_onnx
 from tsva.export.optics import Optics, Sample, blur
 from tsva.export.textures import load_textures, split_textures
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _checkpoint(tmp_path, arch):

@@ -17,6 +17,9 @@ from tsva.export.onnx_export import (PARITY_TOLERANCE, check_parity, export_onnx
                                      read_metadata)
 from tsva.export.optics import Optics
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
 REQUIRED_KEYS = {"optics.numerical_aperture", "optics.refractive_index", "optics.pixel_size_um",
                  "optics.wavelengths_um", "optics.defocus_um", "optics.focus_sigma_um", "patch_size",
                  "base_width", "depth", "training_data", "training_command", "evaluation_summary",
@@ -38,14 +41,6 @@ def _trained_looking(arch="tsva", width=4, depth=2):
 def _metadata(net):
     return model_metadata(net.config, Optics(), patch_size=96, training_data="test textures",
                           training_command="tsva train --test", evaluation_summary="not evaluated")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("arch", ["tsva", "unet"])

@@ -15,14 +15,7 @@ from tsva.export.network import NetworkConfig, build_network
 from tsva.export.optics import Optics, Sample, simulate_pair
 from tsva.export.train import TrainConfig, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a small, shared machine extra threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _fixed_batch(n=4, size=48):
