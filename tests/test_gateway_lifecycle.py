@@ -157,10 +157,12 @@ def test_sigterm_finishes_inflight_tiles_and_exits_zero(tmp_path):
         deadline = time.monotonic() + 10
         while health_status(gw.address) == SERVING and time.monotonic() < deadline:
             time.sleep(0.05)
-        # New calls are refused while the in-flight stream finishes.
+        # New calls are refused while the in-flight stream finishes. gRPC's core answers a call that
+        # races the shutdown with UNAVAILABLE or, when it had already queued it, CANCELLED (seen in
+        # a CI-like run); either way the call is refused.
         with pytest.raises(grpc.RpcError) as info:
             stub.Fuse(pair("too-late"), timeout=10)
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
         worker.join(120)
         assert gw.process.wait(60) == 0
         channel.close()
