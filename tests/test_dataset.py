@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tsva.export.dataset import PairPool, build_pool, margin_px
+from tsva.export.errors import TsvaExportError
 from tsva.export.optics import Optics, Sample
 from tsva.export.textures import load_textures, split_textures
 
@@ -26,6 +28,17 @@ def test_pool_is_deterministic_covers_every_dd_and_round_trips(tmp_path):
     c = PairPool.load(tmp_path / "pool.npz")
     np.testing.assert_array_equal(c.y2, a.y2)
     np.testing.assert_array_equal(c.y1_defocus_um, a.y1_defocus_um)
+    assert Optics.from_dict(c.simulation["optics"]) == optics and Sample(**c.simulation["sample"]) == Sample()
+
+
+def test_a_pool_of_another_section_is_refused_by_name(tmp_path):
+    optics = Optics(defocus_um=(1.0,))
+    pool = build_pool(_train_textures(), optics, Sample(), 1, 32, seed=3, progress=False)
+    pool.save(tmp_path / "pool.npz")
+    loaded = PairPool.load(tmp_path / "pool.npz")
+    loaded.check_simulated_with(optics, Sample(), "--pool p.npz")  # same settings: accepted
+    with pytest.raises(TsvaExportError, match=r"--pool p.npz was simulated with sample.thickness_um = 4.0, not 1.0"):
+        loaded.check_simulated_with(optics, Sample(thickness_um=1.0), "--pool p.npz")
 
 
 def test_margin_covers_the_widest_psf():

@@ -15,13 +15,14 @@ from tsva.export.metadata import model_metadata
 from tsva.export.network import NetworkConfig, build_network
 from tsva.export.onnx_export import (PARITY_TOLERANCE, check_parity, export_onnx, onnx_session,
                                      read_metadata)
-from tsva.export.optics import Optics
+from tsva.export.optics import Optics, Sample
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 REQUIRED_KEYS = {"optics.numerical_aperture", "optics.refractive_index", "optics.pixel_size_um",
-                 "optics.wavelengths_um", "optics.defocus_um", "optics.focus_sigma_um", "patch_size",
+                 "optics.wavelengths_um", "optics.defocus_um", "optics.focus_sigma_um",
+                 "sample.thickness_um", "sample.layers", "patch_size",
                  "base_width", "depth", "training_data", "training_command", "evaluation_summary",
                  "model_name", "model_version"}
 
@@ -40,7 +41,8 @@ def _trained_looking(arch="tsva", width=4, depth=2):
 
 def _metadata(net):
     return model_metadata(net.config, Optics(), patch_size=96, training_data="test textures",
-                          training_command="tsva train --test", evaluation_summary="not evaluated")
+                          training_command="tsva train --test", evaluation_summary="not evaluated",
+                          sample=Sample(thickness_um=4.0, layers=5))
 
 
 @pytest.mark.parametrize("arch", ["tsva", "unet"])
@@ -71,6 +73,7 @@ def test_metadata_has_every_key_the_gateway_reads(tmp_path):
     assert meta["optics.wavelengths_um"] == "0.61,0.53,0.47"
     assert meta["optics.defocus_um"] == "0.5,1,1.5,2,2.5,3"
     assert meta["base_width"] == "4" and meta["depth"] == "2" and meta["patch_size"] == "96"
+    assert meta["sample.thickness_um"] == "4" and meta["sample.layers"] == "5"
 
 
 def test_fp16_variant_keeps_float32_io_and_is_close(tmp_path):

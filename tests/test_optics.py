@@ -111,6 +111,19 @@ def test_truth_is_the_noise_free_image_at_focus():
     np.testing.assert_allclose(image_at(t, masks, np.array([2.0]), OPTICS, 2.0), sharp, atol=1e-12)
 
 
+def test_in_a_thick_section_each_shot_sees_other_layers_sharp():
+    """Why two shots carry more than one: stain 2 um above the middle is sharp in the upper shot and
+    blurred in the lower one, and the other way round for stain 2 um below."""
+    t = _texture(96)
+    upper = np.zeros((2, 96, 96))
+    upper[0, :, :48] = upper[1, :, 48:] = 1.0        # left half in the upper layer, right half in the lower
+    depths = np.array([2.0, -2.0])
+    above, below = (image_at(t, upper, depths, OPTICS, plane) for plane in (2.0, -2.0))
+    left, right = np.s_[8:88, 8:40], np.s_[8:88, 56:88]
+    assert brenner(above[left]) > 2 * brenner(below[left])
+    assert brenner(below[right]) > 2 * brenner(above[right])
+
+
 def test_sensor_noise_is_poisson_gaussian_and_eight_bit():
     rng = np.random.default_rng(0)
     flat = np.full((200, 200, 3), 0.5)

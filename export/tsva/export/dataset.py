@@ -2,6 +2,7 @@
 (TSVA and the U-Net baseline see exactly the same patches)."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .errors import TsvaExportError
 from .optics import Optics, Sample, psf_radius_px, simulate_pair
 from .textures import Texture, augment, random_crop
 
@@ -27,6 +29,7 @@ class PairPool:
     truth: np.ndarray  # float16 [N, 3, P, P] (noise-free)
     dd_um: np.ndarray  # float32 [N]
     y1_defocus_um: np.ndarray | None = None  # float32 [N]: focal plane of y1 minus true focus
+    simulation: dict | None = None           # {"optics": ..., "sample": ...} it was simulated with
 
     def __len__(self) -> int:
         return len(self.dd_um)
@@ -36,13 +39,29 @@ class PairPool:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, y1=self.y1, y2=self.y2, truth=self.truth, dd_um=self.dd_um,
-                 y1_defocus_um=self.y1_defocus_um if self.y1_defocus_um is not None else np.full_like(self.dd_um, np.nan))
+                 y1_defocus_um=self.y1_defocus_um if self.y1_defocus_um is not None else np.full_like(self.dd_um, np.nan),
+                 simulation=np.array(json.dumps(self.simulation or {})))
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "PairPool":
         with np.load(path) as z:
-            return cls(z["y1"], z["y2"], z["truth"], z["dd_um"], z["y1_defocus_um"] if "y1_defocus_um" in z else None)
+            simulation = json.loads(str(z["simulation"])) if "simulation" in z else None
+            return cls(z["y1"], z["y2"], z["truth"], z["dd_um"], z["y1_defocus_um"] if "y1_defocus_um" in z else None,
+                       simulation or None)
+
+    def check_simulated_with(self, optics: Optics, sample: Sample, name: str) -> None:
+        """A pool simulated with other optics or another section must not be trained on under this
+        configuration's name (the checkpoint and the model's metadata would lie)."""
+        if self.simulation is None:
+            return  # pools written before the configuration was recorded
+        recorded = {"optics": Optics.from_dict(self.simulation["optics"]),
+                    "sample": Sample(**self.simulation["sample"])}
+        for part, wanted in (("optics", optics), ("sample", sample)):
+            for key, value in wanted.to_dict().items():
+                if (have := getattr(recorded[part], key)) != value:
+                    raise TsvaExportError(f"{name} was simulated with {part}.{key} = {have!r}, "
+                                          f"not {value!r}: simulate a new pool or pass the same settings")
 
     def tensors(self, index) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         y1 = torch.from_numpy(self.y1[index].astype(np.float32) / 255.0)
@@ -80,7 +99,7 @@ def build_pool(textures: list[Texture], optics: Optics, sample: Sample, pairs: i
         truth[i] = pair.truth[inner].transpose(2, 0, 1)
         dd[i] = pair.dd_um
         y1_defocus[i] = pair.y1_defocus_um
-    return PairPool(y1, y2, truth, dd, y1_defocus)
+    return PairPool(y1, y2, truth, dd, y1_defocus, {"optics": optics.to_dict(), "sample": sample.to_dict()})
 
 
 def _crop_padded(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

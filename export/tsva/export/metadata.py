@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .network import NetworkConfig
-from .optics import Optics
+from .optics import Optics, Sample
 
 MODEL_NAME = "tsva"
 
@@ -12,7 +12,12 @@ def _csv(values) -> str:
 
 
 def model_metadata(network: NetworkConfig, optics: Optics, *, patch_size: int, training_data: str,
-                   training_command: str, evaluation_summary: str, model_version: str = "1") -> dict[str, str]:
+                   training_command: str, evaluation_summary: str, model_version: str = "1",
+                   sample: Sample | None = None) -> dict[str, str]:
+    section = {} if sample is None else {
+        "sample.thickness_um": f"{sample.thickness_um:g}",
+        "sample.layers": str(sample.layers),
+    }
     return {
         "model_name": MODEL_NAME,
         "model_version": str(model_version),
@@ -23,6 +28,7 @@ def model_metadata(network: NetworkConfig, optics: Optics, *, patch_size: int, t
         "optics.wavelengths_um": _csv(optics.wavelengths_um),
         "optics.defocus_um": _csv(optics.defocus_um),
         "optics.focus_sigma_um": f"{optics.focus_sigma_um:g}",
+        **section,
         "patch_size": str(patch_size),
         "base_width": str(network.base_width),
         "depth": str(network.depth),

@@ -140,8 +140,10 @@ def blur(image: np.ndarray, optics: Optics, defocus_um: float) -> np.ndarray:
 @dataclass(frozen=True)
 class Sample:
     """Layered depth-of-field settings of the simulated section and sensor."""
-    layers: int = 3                      # thin layers of the section
-    thickness_um: float = 1.0            # the layers span [-t/2, t/2] around the section's middle
+    # A routine H&E section is cut 3-5 um thick: deeper than the depth of field (~1 um at NA 0.75),
+    # so its layers come into focus at different planes and the two shots see different layers sharp.
+    layers: int = 5                      # thin layers of the section, 1 um apart
+    thickness_um: float = 4.0            # the layers span [-t/2, t/2] around the section's middle
     layer_smoothness_px: float = 24.0    # spatial scale of the random layer masks
     photons_at_white: float = 2000.0     # Poisson part of the sensor noise (electrons at full scale)
     read_noise: float = 0.004            # Gaussian part, fraction of full scale

@@ -80,12 +80,14 @@ def data_pools(cfg: TrainConfig, optics: Optics, sample: Sample, log=print) -> t
     train_t, val_t = split_textures(textures, cfg.holdout or None)
     description = (f"{cfg.textures or 'skimage.data.immunohistochemistry'}: train "
                    f"{', '.join(t.name for t in train_t)}; validation (held out) {', '.join(t.name for t in val_t)}; "
-                   f"{cfg.pool_pairs} simulated {cfg.patch_size}px pairs")
+                   f"{cfg.pool_pairs} simulated {cfg.patch_size}px pairs; section {sample.thickness_um:g} um "
+                   f"in {sample.layers} layers")
     if cfg.pool and Path(cfg.pool).is_file():
         log(f"loading training pool {cfg.pool}")
         pool = PairPool.load(cfg.pool)
         if pool.y1.shape[-1] != cfg.patch_size:
             raise TsvaExportError(f"--pool {cfg.pool}: holds {pool.y1.shape[-1]}px patches, not {cfg.patch_size}")
+        pool.check_simulated_with(optics, sample, f"--pool {cfg.pool}")
     else:
         pool = build_pool(train_t, optics, sample, cfg.pool_pairs, cfg.patch_size, cfg.seed, progress=cfg.progress)
         if cfg.pool:

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         flush=True))
     description = (f"held-out {', '.join(t.name for t in held_out)} "
                    f"({args.textures or 'scikit-image histology image'}), {args.pairs} simulated "
-                   f"{args.patch_size}px pairs per dD, n ~ N(0, {optics.focus_sigma_um:g} um)")
+                   f"{args.patch_size}px pairs per dD, n ~ N(0, {optics.focus_sigma_um:g} um), "
+                   f"section {sample.thickness_um:g} um in {sample.layers} layers")
     extra = {"command": "tsva evaluate " + shlex.join(sys.argv[2:]), "tsva_model": args.tsva,
              "unet_model": args.unet, "seconds": time.monotonic() - start}
     paths = write_reports(result, Path(args.output), description, extra)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..metadata import model_metadata
     from ..network import NetworkConfig
     from ..onnx_export import PARITY_TOLERANCE, check_parity, export_onnx
-    from ..optics import Optics
+    from ..optics import Optics, Sample
 
     net, ckpt = load_checkpoint(args.checkpoint)
     network = NetworkConfig(**ckpt["network"])
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         network, optics, patch_size=int(train.get("crop") or train.get("patch_size", 224)),
         training_data=str(ckpt.get("training_data", "unknown")),
         training_command=str(ckpt.get("training_command", "unknown")),
-        evaluation_summary=evaluation_summary(args.evaluation), model_version=args.model_version)
+        evaluation_summary=evaluation_summary(args.evaluation), model_version=args.model_version,
+        sample=Sample(**ckpt["sample"]) if "sample" in ckpt else None)
     if args.format == "tensorrt":
         output = Path(args.output or DEFAULT_TENSORRT_DIR)
         return _tensorrt(net, meta, output)
