@@ -41,6 +41,18 @@ def test_a_pool_of_another_section_is_refused_by_name(tmp_path):
         loaded.check_simulated_with(optics, Sample(thickness_um=1.0), "--pool p.npz")
 
 
+def test_pools_simulated_in_parallel_concatenate_only_if_simulated_alike():
+    optics = Optics(defocus_um=(1.0,))
+    a = build_pool(_train_textures(), optics, Sample(), 2, 32, seed=1, progress=False)
+    b = build_pool(_train_textures(), optics, Sample(), 1, 32, seed=2, progress=False)
+    both = PairPool.concatenate([a, b])
+    assert len(both) == 3 and both.simulation == a.simulation
+    np.testing.assert_array_equal(both.y2[2], b.y2[0])
+    thin = build_pool(_train_textures(), optics, Sample(thickness_um=1.0, layers=3), 1, 32, seed=2, progress=False)
+    with pytest.raises(TsvaExportError, match="different optics or sections"):
+        PairPool.concatenate([a, thin])
+
+
 def test_margin_covers_the_widest_psf():
     optics, sample = Optics(), Sample()
     assert margin_px(optics, sample) >= 3.0 * optics.numerical_aperture / 0.66 / optics.pixel_size_um

@@ -63,6 +63,17 @@ class PairPool:
                     raise TsvaExportError(f"{name} was simulated with {part}.{key} = {have!r}, "
                                           f"not {value!r}: simulate a new pool or pass the same settings")
 
+    @classmethod
+    def concatenate(cls, pools: list["PairPool"]) -> "PairPool":
+        """One pool from several (e.g. simulated in parallel with different seeds); they must have
+        been simulated with the same optics and section."""
+        recorded = [p.simulation for p in pools if p.simulation is not None]
+        if any(r != recorded[0] for r in recorded):
+            raise TsvaExportError("cannot concatenate pools simulated with different optics or sections")
+        cat = lambda name: np.concatenate([getattr(p, name) for p in pools])  # noqa: E731
+        defocus = None if any(p.y1_defocus_um is None for p in pools) else cat("y1_defocus_um")
+        return cls(cat("y1"), cat("y2"), cat("truth"), cat("dd_um"), defocus, recorded[0] if recorded else None)
+
     def tensors(self, index) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         y1 = torch.from_numpy(self.y1[index].astype(np.float32) / 255.0)
         y2 = torch.from_numpy(self.y2[index].astype(np.float32) / 255.0)

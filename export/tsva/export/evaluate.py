@@ -186,7 +186,7 @@ def plot(result: dict, path: Path) -> None:
 
     rows = result["rows"]
     dds = [r["dd_um"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for m in METHODS:
         if all(m in r["methods"] for r in rows):
             med = np.array([r["methods"][m]["psnr_median"] for r in rows])
@@ -197,7 +197,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("PSNR (dB), median and IQR")
     ax.set_title("Held-out textures")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the curves, never over them
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
