@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(results, indent=1))
     else:
-        print(f"| backend | tiles/s | fused MP/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|")
+        print("| backend | tiles/s | fused MP/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|")
         for backend, r in results["backends"].items():
             print(f"| {backend} | {r['throughput']:.2f} | {r['fused_mp_per_s']:.2f} | {r['p50']} | "
                   f"{r['p99']} | {r['error_count']} |")

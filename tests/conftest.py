@@ -122,7 +122,7 @@ def make_unet_onnx(path, *, seed: int = 0, width: int = 16, depth: int = 3, chan
     field (about 200 pixels at the default depth 3 and base width 16, the shipped model's) is what
     makes patch borders differ from the whole tile. H and W must be multiples of 2**depth.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     inputs, outputs = _contract_io(channels)

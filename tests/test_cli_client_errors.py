@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image as PILImage
 from skimage import data

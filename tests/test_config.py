@@ -20,3 +20,9 @@ def test_bad_environment_value_names_the_variable(monkeypatch):
     monkeypatch.setenv("TSVA_PORT", "fifty")
     with pytest.raises(config.ConfigError, match="TSVA_PORT"):
         config.parse([])
+
+
+def test_bad_triton_target_is_a_config_error():
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(["--backend", "triton", "--triton-urls", "foo"])
+    assert str(caught.value) == "--triton-urls: 'foo' is not HOST:PORT"

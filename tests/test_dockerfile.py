@@ -127,7 +127,7 @@ def test_install_step_is_the_ci_script_without_torch():
     line = next(l for l in script.splitlines() if l.strip().startswith(f"{profile})"))
     assert "clients" in line and "server" in line and "export" not in line and "test.txt" not in line
     # The runtime stage takes the environment from the same path (venv scripts hard-code it).
-    assert any(a.startswith(f"--from=") and f" {venv} {venv}" in f" {a.split(' ', 1)[1]}"
+    assert any(a.startswith("--from=") and f" {venv} {venv}" in f" {a.split(' ', 1)[1]}"
                for a in _instructions(STAGES[-1], "COPY"))
     assert _env(STAGES[-1])["PATH"].startswith(f"{venv}/bin:")
 

@@ -58,6 +58,14 @@ def test_percentiles_and_knee():
     assert stats.find_knee([dict(concurrency=1, throughput=0.0, ok=0)]) is None
 
 
+def test_a_tile_error_without_status_is_counted_by_its_code_name():
+    from tsva.client.loadtest.runner import tile_error_status
+    from tsva.v1 import tsva_pb2 as pb
+    assert tile_error_status(pb.TileError(code=13, message="boom")) == "INTERNAL"  # grpc.StatusCode(13) raises
+    assert tile_error_status(pb.TileError(code=3, status="INVALID_ARGUMENT")) == "INVALID_ARGUMENT"
+    assert tile_error_status(pb.TileError(code=99)) == "UNKNOWN"
+
+
 @pytest.mark.parametrize("server, loopback", [
     ("localhost:50051", True), ("127.0.0.1:1", True), ("[::1]:50051", True), ("unix:/tmp/tsva.sock", True),
     ("dns:///localhost:50051", True), ("192.0.2.10:50051", False), ("[2001:db8::1]:443", False),

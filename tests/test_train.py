@@ -121,6 +121,8 @@ def test_other_architecture_through_the_cli_is_one_clear_line(tmp_path):
     (["--pixel-size", "-0.25"], "optics.pixel_size_um must be > 0, got -0.25"),
     (["--patch-size", "102"], "--patch-size 102 must be a multiple of 2**depth = 4"),
     (["--textures", "/nonexistent/textures"], "not a directory"),
+    (["--layers", "0"], "sample.layers must be >= 1, got 0"),
+    (["--pool-pairs", "4", "--batch-size", "8", "--patch-size", "32", "--val-pairs", "2", "--no-progress"], "--batch-size 8 is larger than the training pool (4 pairs)"),
 ])
 def test_bad_training_input_is_one_clear_line(tmp_path, capsys, argv, message):
     """The verb's run() through the CLI's main() in process (the subprocess case above covers start-up)."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT, free_port
+
 MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 CPU_CONFIG = MODEL_REPOSITORY / "tsva_cpu" / "config.pbtxt"
 SHIPPED_ONNX = MODEL_REPOSITORY / "tsva" / "1" / "model.onnx"
@@ -46,13 +46,6 @@ def pytriton_dir() -> Path:
 
 def tritonserver_binary() -> Path:
     return pytriton_dir() / "bin" / "tritonserver"
-
-
-def free_port() -> int:
-    """A port the OS says is free now on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def build_backend_dir(dst: Path) -> Path:
@@ -234,10 +227,6 @@ class TritonServer:
         if getattr(self, "_log", None):
             self._log.close()
             self._log = None
-
-    def restart(self, wait: bool = True) -> "TritonServer":
-        self.stop()
-        return self.start(wait=wait)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as response:

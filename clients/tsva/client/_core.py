@@ -20,7 +20,6 @@ DEFAULT_SERVER = "localhost:50051"
 # Two 4096 x 4096 x 3 uint16 shots are ~201 MB; gRPC's default limit is 4 MiB. 256 MiB leaves room
 # for the message framing and matches the gateway's limit.
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-HEALTH_SERVICE = "tsva.v1.VirtualAutofocus"
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,12 @@ class ConnectionSettings:
     metadata: tuple[tuple[str, str], ...]
     options: tuple[tuple[str, Any], ...]
     timeout: float | None
+
+    def open_channel(self, api: Any = grpc):
+        """A channel to the server: `api` is grpc (sync) or grpc.aio, whose channel functions match."""
+        if self.credentials is None:
+            return api.insecure_channel(self.server, options=self.options)
+        return api.secure_channel(self.server, self.credentials, options=self.options)
 
 
 def connection_settings(server: str, tls_ca, tls_cert, tls_key, token: str | None, timeout: float | None,
@@ -121,16 +126,18 @@ class StreamBook:
 
     def build(self, index: int, item: Any) -> tuple[pb.FuseRequest | None, FuseResult | None]:
         """The request for a pair, or a failed result; touches no state (safe in any thread)."""
-        tile_id = tile_id_of(index, item)
         try:
             pair = as_pair(item)
+        except (ValueError, TypeError) as exc:  # not a pair: known by its index (as tile_id_of)
+            return None, _invalid_tile(index, str(index), exc)
+        tile_id = str(index) if pair.tile_id is None else str(pair.tile_id)
+        try:
             encoding = pair.output_encoding if pair.output_encoding is not None else self._default_encoding
             request = fuse_request(pair.shot_a, pair.shot_b, tile_id=tile_id, slide_id=pair.slide_id,
                                    position=pair.position, defocus_a_um=pair.defocus_a_um,
                                    defocus_b_um=pair.defocus_b_um, output_encoding_=encoding)
         except (ValueError, TypeError) as exc:  # ImageInputError is a ValueError
-            return None, FuseResult.failed(tile_id, grpc.StatusCode.INVALID_ARGUMENT,
-                                           f"tile {tile_id!r}: {exc}", index=index)
+            return None, _invalid_tile(index, tile_id, exc)
         return request, None
 
     def register(self, index: int, request: pb.FuseRequest) -> FuseResult | None:
@@ -162,6 +169,10 @@ class StreamBook:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._pending)
+
+
+def _invalid_tile(index: int, tile_id: str, exc: Exception) -> FuseResult:
+    return FuseResult.failed(tile_id, grpc.StatusCode.INVALID_ARGUMENT, f"tile {tile_id!r}: {exc}", index=index)
 
 
 def check_window(window: int) -> int:

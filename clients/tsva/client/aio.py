@@ -37,11 +37,7 @@ class AsyncClient:
                  max_message_bytes: int = _core.DEFAULT_MAX_MESSAGE_BYTES):
         self._settings = _core.connection_settings(server, tls_ca, tls_cert, tls_key, token, timeout,
                                                    max_message_bytes)
-        if self._settings.credentials is None:
-            self._channel = grpc.aio.insecure_channel(server, options=self._settings.options)
-        else:
-            self._channel = grpc.aio.secure_channel(server, self._settings.credentials,
-                                                    options=self._settings.options)
+        self._channel = self._settings.open_channel(grpc.aio)
         self._stub = tsva_pb2_grpc.VirtualAutofocusStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 # verb -> (module, distribution that ships it, one-line help)
@@ -35,12 +36,14 @@ def _load(verb: str):
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (default sys.argv[1:]); only the verb it names is imported."""
     parser = argparse.ArgumentParser(
         prog="tsva", description="Two-shot virtual autofocusing: fuse two out-of-focus shots into the in-focus tile.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    chosen = sys.argv[1] if len(sys.argv) > 1 else None
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = argv[0] if argv else None
     for verb, (module, dist, help_text) in VERBS.items():
         verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
         # Import only the verb being run (and none for `tsva --help`), so start-up stays fast.
@@ -55,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    args = build_parser().parse_args()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    args.command_line = "tsva " + shlex.join(argv)  # what train and evaluate record for reproduction
     missing = getattr(args, "_missing", None)
     if missing:
         print(f"tsva {args.verb}: this verb needs the {missing} package, which is not installed "

@@ -40,10 +40,7 @@ class Client:
                  max_message_bytes: int = _core.DEFAULT_MAX_MESSAGE_BYTES):
         self._settings = _core.connection_settings(server, tls_ca, tls_cert, tls_key, token, timeout,
                                                    max_message_bytes)
-        if self._settings.credentials is None:
-            self._channel = grpc.insecure_channel(server, options=self._settings.options)
-        else:
-            self._channel = grpc.secure_channel(server, self._settings.credentials, options=self._settings.options)
+        self._channel = self._settings.open_channel(grpc)
         self._stub = tsva_pb2_grpc.VirtualAutofocusStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -133,7 +130,7 @@ class Client:
         events: queue.Queue = queue.Queue()  # (kind, payload) from the sender and reader threads
         stop = threading.Event()
         # Held from taking a pair to recording it, so that a broken stream can account for every
-        # pair taken (see settle_after_failure).
+        # pair taken (see the "failed" branch below).
         taking = threading.Lock()
 
         def requests():

@@ -94,13 +94,18 @@ def check_token(token: str, what: str = "token") -> str:
     return token
 
 
-def read_token(token_file: str | Path, what: str = "--token-file") -> str:
-    """The first non-empty, non-comment line of a token file (the format the gateway reads)."""
+def token_lines(token_file: str | Path, what: str) -> list[str]:
+    """The non-empty, non-comment lines of a token file, stripped; SecurityConfigError when none."""
     text = read_file(token_file, what).decode("utf-8", errors="replace")
     tokens = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not tokens:
         raise SecurityConfigError(f"{what}: {str(token_file)!r} holds no token (only blank or # comment lines)")
-    return check_token(tokens[0], what)
+    return tokens
+
+
+def read_token(token_file: str | Path, what: str = "--token-file") -> str:
+    """The first non-empty, non-comment line of a token file (the format the gateway reads)."""
+    return check_token(token_lines(token_file, what)[0], what)
 
 
 def token_metadata(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -13,6 +13,7 @@ from skimage import color, filters, measure, morphology, restoration
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from .dataset import PairPool, build_pool
+from .errors import CheckpointError
 from .optics import Optics, Sample, psf
 from .textures import Texture
 
@@ -28,14 +29,11 @@ class Predictor:
     def __init__(self, path: str | Path, threads: int = 1, expect_arch: str | None = None):
         self.path = Path(path)
         if self.path.suffix == ".onnx":
-            from .onnx_export import onnx_session
+            from .onnx_export import onnx_session, read_metadata
             if not self.path.is_file():
-                from .errors import CheckpointError
                 raise CheckpointError(f"model {self.path}: no such file")
-            from .onnx_export import read_metadata
             arch = read_metadata(self.path).get("architecture")
             if expect_arch and arch and arch != expect_arch:
-                from .errors import CheckpointError
                 raise CheckpointError(f"model {self.path}: holds a {arch!r} network, expected {expect_arch!r}")
             self._session = onnx_session(self.path, threads)
             self._net = None
@@ -54,9 +52,14 @@ class Predictor:
             return self._net(torch.from_numpy(y1), torch.from_numpy(y2)).clamp(0, 1).numpy()
 
 
-def count_nuclei(rgb: np.ndarray, threshold: float) -> int:
-    """Nuclei on the haematoxylin channel: threshold, fill, drop specks, label."""
-    h = color.rgb2hed(np.clip(rgb, 1e-4, 1))[..., 0]
+def haematoxylin(rgb: np.ndarray) -> np.ndarray:
+    return color.rgb2hed(np.clip(rgb, 1e-4, 1))[..., 0]
+
+
+def count_nuclei(rgb: np.ndarray, threshold: float, h: np.ndarray | None = None) -> int:
+    """Nuclei on the haematoxylin channel (`h`, if already computed): threshold, fill, drop
+    specks, label."""
+    h = haematoxylin(rgb) if h is None else h
     mask = ndimage.binary_fill_holes(h > threshold)
     mask = morphology.remove_small_objects(mask, max_size=NUCLEUS_MIN_AREA_PX)
     return int(measure.label(mask).max())
@@ -105,17 +108,17 @@ def evaluate(pools: dict[float, PairPool], optics: Optics, tsva: Predictor | Non
             images = {m: outputs[m][i].transpose(1, 2, 0).astype(np.float64) for m in outputs}
             images["richardson_lucy"] = richardson_lucy(images["sharper"], optics, float(pool.y1_defocus_um[i]),
                                                         cfg.rl_iterations)
-            h_truth = color.rgb2hed(np.clip(truth, 1e-4, 1))[..., 0]
+            h_truth = haematoxylin(truth)
             threshold = filters.threshold_otsu(h_truth) if np.ptp(h_truth) > 0 else np.inf
-            truth_count = count_nuclei(truth, threshold)
+            truth_count = count_nuclei(truth, threshold, h_truth)
             truth_counts.append(truth_count)
             for m, img in images.items():
                 scores[m]["psnr"].append(peak_signal_noise_ratio(truth, img, data_range=1.0))
                 scores[m]["ssim"].append(structural_similarity(truth, img, data_range=1.0, channel_axis=-1))
                 scores[m]["count_error"].append(abs(count_nuclei(img, threshold) - truth_count))
         row = {"dd_um": float(dd), "pairs": len(pool), "truth_nuclei_mean": float(np.mean(truth_counts)), "methods": {}}
+        q = lambda v: [float(x) for x in np.percentile(v, [25, 50, 75])]  # noqa: E731
         for m, s in scores.items():
-            q = lambda v: [float(x) for x in np.percentile(v, [25, 50, 75])]  # noqa: E731
             p25, p50, p75 = q(s["psnr"])
             s25, s50, s75 = q(s["ssim"])
             row["methods"][m] = {"psnr_median": p50, "psnr_iqr": [p25, p75], "ssim_median": s50,
@@ -209,7 +212,7 @@ def write_reports(result: dict, output: Path, description: str, extra: dict) -> 
     paths = {"json": output / "evaluation.json", "markdown": output / "evaluation.md", "plot": output / "psnr_vs_dd.png"}
     paths["json"].write_text(json.dumps(result, indent=1))
     t = result.get("targets", {})
-    md = [f"# Evaluation on held-out textures", "", description, "", markdown_table(result)]
+    md = ["# Evaluation on held-out textures", "", description, "", markdown_table(result)]
     if t:
         md += ["Targets (issue 3):", "",
                f"- TSVA >= sharper shot at every dD: {'yes' if t['tsva_ge_sharper_every_dd'] else 'NO'}",

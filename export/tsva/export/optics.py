@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage, signal, special
@@ -148,6 +148,12 @@ class Sample:
     photons_at_white: float = 2000.0     # Poisson part of the sensor noise (electrons at full scale)
     read_noise: float = 0.004            # Gaussian part, fraction of full scale
     bit_depth: int = 8
+
+    def __post_init__(self):
+        if self.layers < 1:
+            raise OpticsError(f"sample.layers must be >= 1, got {self.layers}")
+        if not self.thickness_um >= 0:
+            raise OpticsError(f"sample.thickness_um must be >= 0, got {self.thickness_um}")
 
     def to_dict(self) -> dict:
         return asdict(self)

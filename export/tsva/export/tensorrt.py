@@ -125,8 +125,7 @@ def tensorrt_config(model_name: str = "tsva_trt", profile: ShapeProfile = ShapeP
     ])
 
 
-def build_script(model_dir: Path, profile: ShapeProfile, *, fp16: bool, workspace_mib: int,
-                 image: str) -> str:
+def build_script(profile: ShapeProfile, *, fp16: bool, workspace_mib: int, image: str) -> str:
     """A shell script that builds 1/model.plan with trtexec inside the Triton container."""
     command = trtexec_command("/work/build/model.onnx", "/work/1/model.plan", profile, fp16=fp16,
                               workspace_mib=workspace_mib, trtexec=TRTEXEC_IN_CONTAINER)
@@ -165,7 +164,7 @@ def write_tensorrt_variant(onnx_path: str | Path, out_dir: str | Path, *, model_
     shutil.copy2(onnx_path, model_dir / "build" / "model.onnx")
     (model_dir / "config.pbtxt").write_text(tensorrt_config(model_name, profile))
     script = model_dir / "build" / "build_plan.sh"
-    script.write_text(build_script(model_dir, profile, fp16=fp16, workspace_mib=workspace_mib, image=image))
+    script.write_text(build_script(profile, fp16=fp16, workspace_mib=workspace_mib, image=image))
     script.chmod(0o755)
 
     trtexec = shutil.which("trtexec") or (TRTEXEC_IN_CONTAINER if Path(TRTEXEC_IN_CONTAINER).exists() else None)

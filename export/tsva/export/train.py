@@ -108,6 +108,14 @@ def evaluate_pool(net: torch.nn.Module, pool: PairPool, device: torch.device, ba
     return float(torch.cat(scores).mean())
 
 
+def _checkpoint_of(path: str, flag: str, network: NetworkConfig) -> dict:
+    """A checkpoint to continue from: refused unless it holds exactly the requested network."""
+    _, ckpt = load_checkpoint(path, expect_arch=network.arch)
+    if ckpt["network"] != network.to_dict():
+        raise CheckpointError(f"{flag} {path}: network {ckpt['network']} differs from the requested {network.to_dict()}")
+    return ckpt
+
+
 def train(cfg: TrainConfig, optics: Optics = Optics(), sample: Sample = Sample(), resume: str | None = None,
           command: str | None = None, log=print) -> dict:
     torch.set_num_threads(max(1, cfg.threads))
@@ -122,27 +130,24 @@ def train(cfg: TrainConfig, optics: Optics = Optics(), sample: Sample = Sample()
     net = build_network(network).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     step, history, best, prior_minutes = 0, [], -math.inf, 0.0
+    earlier = ""  # the commands that produced the starting weights, kept for reproduction
     if resume:
-        _, ckpt = load_checkpoint(resume, expect_arch=cfg.arch)
-        if ckpt["network"] != network.to_dict():
-            raise CheckpointError(f"--resume {resume}: network {ckpt['network']} differs from the requested {network.to_dict()}")
+        ckpt = _checkpoint_of(resume, "--resume", network)
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, history, best = ckpt["step"], ckpt["history"], ckpt.get("best_val_psnr", -math.inf)
         prior_minutes = ckpt.get("minutes", 0.0)
+        earlier = ckpt.get("earlier_training", "")
         log(f"resumed {resume} at step {step}")
-    earlier = ""  # the commands that produced the starting weights, kept for reproduction
-    if cfg.init_from and not resume:
-        _, init = load_checkpoint(cfg.init_from, expect_arch=cfg.arch)
-        if init["network"] != network.to_dict():
-            raise CheckpointError(f"--init-from {cfg.init_from}: network {init['network']} differs from the requested {network.to_dict()}")
+    elif cfg.init_from:
+        init = _checkpoint_of(cfg.init_from, "--init-from", network)
         net.load_state_dict(init["state_dict"])
         earlier = f"{init.get('training_command', '?')} ({init.get('step', '?')} steps), then "
         log(f"starting from the weights of {cfg.init_from} (step {init.get('step')})")
-    elif resume:
-        earlier = ckpt.get("earlier_training", "")
 
     pool, val, data_description = data_pools(cfg, optics, sample, log)
+    if cfg.batch_size > len(pool):
+        raise TsvaExportError(f"--batch-size {cfg.batch_size} is larger than the training pool ({len(pool)} pairs)")
     steps_per_epoch = max(1, len(pool) // cfg.batch_size)
     val_every = cfg.val_every or steps_per_epoch
     with torch.no_grad():

@@ -25,7 +25,7 @@ class PatchJob:
 
     def __init__(self, grid: PatchGrid, canvas_y1: np.ndarray, canvas_y2: np.ndarray, scale: float,
                  stitcher: Stitcher):
-        self.grid, self.canvas_y1, self.canvas_y2, self.scale, self.stitcher = grid, canvas_y1, canvas_y2, scale, stitcher
+        self.canvas_y1, self.canvas_y2, self.scale, self.stitcher = canvas_y1, canvas_y2, scale, stitcher
         self.origins = grid.origins
         self.total = len(self.origins)
         self.next = 0        # next patch to put in a batch
@@ -68,11 +68,6 @@ class MicroBatcher:
     def _new_buffers(self):
         shape = (self.max_batch, self.channels, self.patch_size, self.patch_size)
         return np.empty(shape, np.float32), np.empty(shape, np.float32)
-
-    @property
-    def depth(self) -> int:
-        """Patches waiting for a batch."""
-        return self._depth
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="tsva-batcher")

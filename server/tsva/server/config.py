@@ -10,16 +10,20 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import tsva.server
+from tsva.client._core import DEFAULT_MAX_MESSAGE_BYTES  # noqa: F401 (shared with the client; importable from here)
 
 # server/tsva/server/__init__.py -> the repository root of the editable install.
 REPOSITORY_ROOT = Path(tsva.server.__file__).resolve().parents[3]
 DEFAULT_MODEL_PATH = REPOSITORY_ROOT / "model_repository" / "tsva" / "1" / "model.onnx"
-# Two 4096x4096x3 uint16 shots are 192 MiB; leave room for the rest of the message.
-DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
 class ConfigError(ValueError):
     """An option with an unusable value; the message names the flag."""
+
+
+def _csv(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated option."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,11 @@ class Config:
 
     @property
     def triton_url_list(self) -> list[str]:
-        return [url.strip() for url in self.triton_urls.split(",") if url.strip()]
+        return _csv(self.triton_urls)
 
     @property
     def provider_list(self) -> list[str]:
-        return [p.strip() for p in self.providers.split(",") if p.strip()]
+        return _csv(self.providers)
 
     @property
     def effective_backend_concurrency(self) -> int:
@@ -119,6 +123,14 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.backend == "triton":
+            # HOST:PORT of every target; imported here so the config stays light for the embedded backend.
+            from tsva.server.backends.triton_targets import parse_targets
+
+            try:
+                parse_targets(self.triton_urls)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         return self
 
 

@@ -1,7 +1,6 @@
 """Typed errors of the pipeline and the ONE place that maps them to gRPC status codes."""
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
@@ -25,7 +24,6 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (ImageError, grpc.StatusCode.INVALID_ARGUMENT),
     (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (asyncio.CancelledError, grpc.StatusCode.CANCELLED),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from tsva.client.security import (AUTHORIZATION_KEY, BEARER_PREFIX, SecurityConfigError, check_key_pair,
-                                  check_pem_certificates, check_token, read_file)
+                                  check_pem_certificates, check_token, token_lines)
 
 __all__ = ["SecurityConfigError", "server_credentials", "auth_interceptors", "BearerTokenInterceptor",
            "read_tokens", "OPEN_METHOD_PREFIXES"]
@@ -51,11 +51,7 @@ def server_credentials(cert_file: str | Path | None, key_file: str | Path | None
 
 def read_tokens(token_file: str | Path) -> list[str]:
     """Accepted tokens: one per line (several allow rotation), blank and # lines ignored."""
-    text = read_file(token_file, "--token-file").decode("utf-8", errors="replace")
-    tokens = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if not tokens:
-        raise SecurityConfigError(f"--token-file: {str(token_file)!r} holds no token (only blank or # comment lines)")
-    return [check_token(token, "--token-file") for token in tokens]
+    return [check_token(token, "--token-file") for token in token_lines(token_file, "--token-file")]
 
 
 def _digest(value: str) -> bytes:

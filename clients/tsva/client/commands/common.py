@@ -34,22 +34,39 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                        help="deadline of each call (default: none)")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+def number_type(kind: type, bound: int, *, exclusive: bool = False) -> Callable[[str], int | float]:
+    """An argparse `type` parsing `kind` (int or float) and refusing values below `bound` (or equal
+    to it, `exclusive`): "not an integer: 'x'" / "not a number: 'x'", "must be >= 1, got 0"."""
+    noun = "an integer" if kind is int else "a number"
+    relation = ">" if exclusive else ">="
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if value <= bound if exclusive else value < bound:
+            raise argparse.ArgumentTypeError(f"must be {relation} {bound}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = number_type(float, 0, exclusive=True)
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    """The bearer token of --token-file (read now) or --token; raises SecurityConfigError for a bad file."""
+    from tsva.client import security
+
+    return security.read_token(args.token_file) if getattr(args, "token_file", None) else args.token
 
 
 def connect(args: argparse.Namespace, **overrides):
     """A Client for the connection options in `args`; raises SecurityConfigError for bad TLS/token files."""
-    from tsva.client import security
     from tsva.client.sdk import Client
 
-    token = security.read_token(args.token_file) if getattr(args, "token_file", None) else args.token
+    token = token_of(args)
     kwargs = dict(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, token=token,
                   timeout=args.timeout)
     kwargs.update(overrides)

@@ -15,29 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from tsva.client.commands.common import add_connection_arguments
+from tsva.client.commands.common import add_connection_arguments, number_type, token_of
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+_positive_int = number_type(int, 1)
+_non_negative_float = number_type(float, 0)
 
 
 def _levels(text: str) -> list[int]:
@@ -136,7 +119,7 @@ async def _run(args: argparse.Namespace) -> int:
         check_target(args.server, args.allow_remote)
         if args.gateway_pid is not None:
             check_pid(args.gateway_pid)
-        token = security.read_token(args.token_file) if args.token_file else args.token
+        token = token_of(args)
         connection = Connection(args.server, security.channel_credentials(args.tls_ca, args.tls_cert, args.tls_key),
                                 security.token_metadata(token))
     except (ValueError, RemoteTargetError, security.SecurityConfigError) as exc:

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 import grpc
 
+from tsva.client._core import DEFAULT_MAX_MESSAGE_BYTES
 from tsva.client.loadtest.stats import LevelStats
 from tsva.client.loadtest.tiles import with_tile_id
+from tsva.client.results import status_code
 from tsva.v1 import tsva_pb2 as pb
 
 FUSE_TILES = "/tsva.v1.VirtualAutofocus/FuseTiles"
 FUSE = "/tsva.v1.VirtualAutofocus/Fuse"
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # two 4096x4096x3 uint16 shots fit, as in the SDK
 
 
 @dataclass(frozen=True)
@@ -29,17 +30,20 @@ class Connection:
     server: str
     credentials: grpc.ChannelCredentials | None = None
     metadata: tuple[tuple[str, str], ...] = ()
-    server_name: str | None = None  # TLS name override (certificate issued for another name)
 
     def channel(self) -> grpc.aio.Channel:
-        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # DEFAULT_MAX_MESSAGE_BYTES: two 4096x4096x3 uint16 shots fit, as in the SDK.
+        options = [("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
                    ("grpc.use_local_subchannel_pool", 1)]  # one TCP connection per channel
-        if self.server_name:
-            options.append(("grpc.ssl_target_name_override", self.server_name))
         if self.credentials is None:
             return grpc.aio.insecure_channel(self.server, options=options)
         return grpc.aio.secure_channel(self.server, self.credentials, options=options)
+
+
+def tile_error_status(error: pb.TileError) -> str:
+    """The status a failed tile is counted under: the server's name for it, else its code's name."""
+    return error.status or status_code(error.code).name
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,8 @@ class LoadRun:
                                   f"answer for tile {response.tile_id!r}, which was not in flight",
                                   connection_level=False)
                 elif response.HasField("error") and response.error.code != 0:
-                    status = response.error.status or grpc.StatusCode(response.error.code).name
-                    self._failure(sent, status, response.error.message, connection_level=False)
+                    self._failure(sent, tile_error_status(response.error), response.error.message,
+                                  connection_level=False)
                 else:
                     self._success(sent)
             # The server closed the stream. Normally that follows our done_writing(); if it closed

@@ -12,9 +12,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from tsva.client import images
+from tsva.client.brenner import LUMA_WEIGHTS
 from tsva.v1 import tsva_pb2 as pb
-
-ENCODINGS = {"raw": pb.IMAGE_ENCODING_RAW, "png": pb.IMAGE_ENCODING_PNG, "tiff": pb.IMAGE_ENCODING_TIFF}
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def shot_pair(spec: TileSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
         shot = np.asarray(tile.filter(ImageFilter.GaussianBlur(radius)), np.float32)
         shot = shot + rng.normal(0, 2.0, size=shot.shape).astype(np.float32)  # sensor noise
         if spec.channels == 1:
-            shot = shot @ np.array([0.299, 0.587, 0.114], np.float32)
+            shot = shot @ np.array(LUMA_WEIGHTS, np.float32)
             shot = shot[..., None]
         if spec.pixel_type == "uint16":
             shots.append(np.clip(shot * 257.0, 0, 65535).astype(np.uint16))
@@ -84,9 +83,8 @@ def request_template(spec: TileSpec, seed: int, defocus_um: float = 1.0) -> byte
     message, so `template + FuseRequest(tile_id=...).SerializeToString()` is a full request: the
     7.5 MB of pixels are encoded once, not once per tile."""
     shot_a, shot_b = shot_pair(spec, seed)
-    encoding = ENCODINGS[spec.encoding]
-    request = pb.FuseRequest(slide_id="loadtest", shot_a=images.encode_image(shot_a, encoding),
-                             shot_b=images.encode_image(shot_b, encoding),
+    request = pb.FuseRequest(slide_id="loadtest", shot_a=images.encode_image(shot_a, spec.encoding),
+                             shot_b=images.encode_image(shot_b, spec.encoding),
                              defocus_a_um=-defocus_um, defocus_b_um=defocus_um)
     return request.SerializeToString()
 

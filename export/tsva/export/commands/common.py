@@ -6,7 +6,7 @@ import functools
 import sys
 
 from ..errors import TsvaExportError
-from ..optics import DEFAULT_DEFOCUS_UM, Optics, Sample
+from ..optics import Optics, Sample
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -18,12 +18,14 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def add_optics_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("optics (the shipped model's defaults)")
-    g.add_argument("--na", type=float, default=0.75, help="numerical aperture (default %(default)s)")
-    g.add_argument("--refractive-index", type=float, default=1.0, help="immersion index (default %(default)s, dry)")
-    g.add_argument("--pixel-size", type=float, default=0.25, help="um per pixel at the sample (default %(default)s)")
-    g.add_argument("--wavelengths", type=_floats, default=(0.61, 0.53, 0.47), help="R,G,B in um (default 0.61,0.53,0.47)")
-    g.add_argument("--defocus", type=_floats, default=DEFAULT_DEFOCUS_UM, help="dD values in um (default 0.5,...,3.0)")
-    g.add_argument("--focus-sigma", type=float, default=1.0, help="sigma of the tile focus offset n, um (default %(default)s)")
+    g.add_argument("--na", type=float, default=Optics.numerical_aperture, help="numerical aperture (default %(default)s)")
+    g.add_argument("--refractive-index", type=float, default=Optics.refractive_index,
+                   help="immersion index (default %(default)s, dry)")
+    g.add_argument("--pixel-size", type=float, default=Optics.pixel_size_um, help="um per pixel at the sample (default %(default)s)")
+    g.add_argument("--wavelengths", type=_floats, default=Optics.wavelengths_um, help="R,G,B in um (default 0.61,0.53,0.47)")
+    g.add_argument("--defocus", type=_floats, default=Optics.defocus_um, help="dD values in um (default 0.5,...,3.0)")
+    g.add_argument("--focus-sigma", type=float, default=Optics.focus_sigma_um,
+                   help="sigma of the tile focus offset n, um (default %(default)s)")
     g.add_argument("--layers", type=int, default=Sample.layers, help="thin layers of the section (default %(default)s)")
     g.add_argument("--thickness", type=float, default=Sample.thickness_um, help="section thickness, um (default %(default)s)")
 
@@ -42,24 +44,18 @@ def optics_from_args(args: argparse.Namespace) -> Optics:
 
 
 def sample_from_args(args: argparse.Namespace) -> Sample:
-    if args.layers < 1:
-        from ..errors import OpticsError
-        raise OpticsError(f"--layers must be >= 1, got {args.layers}")
-    if args.thickness < 0:
-        from ..errors import OpticsError
-        raise OpticsError(f"--thickness must be >= 0, got {args.thickness}")
     return Sample(layers=args.layers, thickness_um=args.thickness)
 
 
-def reports_errors(verb: str):
-    """Decorates a verb's run(): a TsvaExportError becomes one line on stderr and exit status 2,
-    never a bare stack trace."""
+def reports_errors(verb: str, errors: tuple[type[Exception], ...] = (TsvaExportError,)):
+    """Decorates a verb's run(): an error the user can fix (TsvaExportError, or `errors`) becomes
+    one line on stderr and exit status 2, never a bare stack trace."""
     def decorate(run):
         @functools.wraps(run)
         def wrapped(args: argparse.Namespace) -> int:
             try:
                 return run(args)
-            except TsvaExportError as exc:
+            except errors as exc:
                 print(f"tsva {verb}: {exc}", file=sys.stderr)
                 return 2
         return wrapped

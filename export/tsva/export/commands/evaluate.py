@@ -3,24 +3,26 @@ textures; writes evaluation.md, evaluation.json and psnr_vs_dd.png."""
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
 from pathlib import Path
 
 from ..errors import TsvaExportError
+from ..evaluate import EvalConfig
 from ..paths import DOCS_DIR
 from .common import (add_optics_arguments, add_texture_arguments, optics_from_args, reports_errors,
                      sample_from_args)
 
 
+E = EvalConfig()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tsva", metavar="MODEL", help="TSVA checkpoint (.pt) or exported model (.onnx)")
     parser.add_argument("--unet", metavar="MODEL", help="U-Net baseline checkpoint (.pt) or .onnx")
-    parser.add_argument("--pairs", type=int, default=24, help="pairs per dD (default %(default)s)")
-    parser.add_argument("--patch-size", type=int, default=256, help="(default %(default)s)")
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--rl-iterations", type=int, default=10, help="Richardson-Lucy iterations (default %(default)s)")
+    parser.add_argument("--pairs", type=int, default=E.pairs_per_dd, help="pairs per dD (default %(default)s)")
+    parser.add_argument("--patch-size", type=int, default=E.patch_size, help="(default %(default)s)")
+    parser.add_argument("--seed", type=int, default=E.seed)
+    parser.add_argument("--rl-iterations", type=int, default=E.rl_iterations, help="Richardson-Lucy iterations (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("-o", "--output", default=str(DOCS_DIR), help="report folder (default %(default)s)")
     add_texture_arguments(parser)
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @reports_errors("evaluate")
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import EvalConfig, Predictor, evaluate, evaluation_pools, write_reports
+    from ..evaluate import Predictor, evaluate, evaluation_pools, write_reports
     from ..textures import load_textures, split_textures
 
     if args.pairs < 1:
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                    f"({args.textures or 'scikit-image histology image'}), {args.pairs} simulated "
                    f"{args.patch_size}px pairs per dD, n ~ N(0, {optics.focus_sigma_um:g} um), "
                    f"section {sample.thickness_um:g} um in {sample.layers} layers")
-    extra = {"command": "tsva evaluate " + shlex.join(sys.argv[2:]), "tsva_model": args.tsva,
+    extra = {"command": args.command_line, "tsva_model": args.tsva,
              "unet_model": args.unet, "seconds": time.monotonic() - start}
     paths = write_reports(result, Path(args.output), description, extra)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
