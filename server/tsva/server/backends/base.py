@@ -1,7 +1,8 @@
 """The contract between the gateway's micro-batcher and an inference backend.
 
-Model I/O (the exported ONNX model follows it): inputs `y1` and `y2`, output `x`, float32 NCHW,
-values in [0, 1], batch, height and width dynamic (height and width multiples of 16).
+Model I/O: inputs `y1` and `y2`, output `x`, batch, height and width dynamic (multiples of 16),
+either float32 NCHW in [0, 1] or uint8/uint16 NHWC pixels; tsva.server.contract reads which one
+a model follows and owns the conversions.
 """
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-INPUT_Y1 = "y1"
-INPUT_Y2 = "y2"
-OUTPUT_X = "x"
+from tsva.server.contract import FLOAT32_CONTRACT, INPUT_Y1, INPUT_Y2, OUTPUT_X, ModelContract  # noqa: F401
 
 
 class BackendUnavailable(RuntimeError):
@@ -25,6 +24,8 @@ class ModelInfo:
     version: str
     max_batch_size: int
     metadata: dict[str, str] = field(default_factory=dict)  # the ONNX model's metadata_props
+    contract: ModelContract = FLOAT32_CONTRACT  # read from the model's inputs at start()
+    device: str = "cpu"  # "gpu" when the model runs on a GPU (whole tiles pay off there), else "cpu"
 
 
 class Backend(abc.ABC):
@@ -39,7 +40,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
-        """y1, y2: float32 [N, C, H, W] in [0, 1] -> fused float32 [N, C, H, W].
+        """y1, y2: a batch in the model's contract (model_info().contract: float32 [N, C, H, W]
+        in [0, 1], or uint8/uint16 [N, H, W, C]) -> the fused batch, same shape and type.
         Raises BackendUnavailable when no server/model can take the batch."""
 
     @abc.abstractmethod
@@ -48,7 +50,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def model_info(self) -> ModelInfo:
-        """Name, version, max batch size and metadata of the served model (after start)."""
+        """Name, version, max batch size, metadata and contract of the served model (after start)."""
 
     async def close(self) -> None:
         """Release connections and sessions."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tsva.server.backends.base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
+from tsva.server.contract import ContractError, contract_from_io
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +73,21 @@ class EmbeddedBackend(Backend):
             session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
         except Exception as exc:
             raise ModelLoadError(f"cannot load {self.model_path}: {exc}") from None
-        inputs = {i.name for i in session.get_inputs()}
-        outputs = {o.name for o in session.get_outputs()}
-        if not {INPUT_Y1, INPUT_Y2} <= inputs or OUTPUT_X not in outputs:
-            raise ModelLoadError(f"{self.model_path}: inputs {sorted(inputs)} / outputs {sorted(outputs)}; the "
-                                 f"model contract needs inputs {INPUT_Y1}, {INPUT_Y2} and output {OUTPUT_X}")
         metadata = dict(session.get_modelmeta().custom_metadata_map)
+        # The batch axis is left out, as Triton's config does; the contract reads the rest.
+        inputs = {i.name: (i.type, i.shape[1:]) for i in session.get_inputs()}
+        outputs = {o.name: (o.type, o.shape[1:]) for o in session.get_outputs()}
+        try:
+            contract = contract_from_io(inputs, outputs, metadata, where=str(self.model_path))
+        except ContractError as exc:
+            raise ModelLoadError(str(exc)) from None
         self._session = session
-        self._info = ModelInfo(name=metadata.get("model_name", self.model_path.stem),
+        accelerated = session.get_providers()[0] in PREFERRED_PROVIDERS[:2]
+        self._info = ModelInfo(device="gpu" if accelerated else "cpu", name=metadata.get("model_name", self.model_path.stem),
                                version=metadata.get("model_version", "1"),
-                               max_batch_size=self.max_batch_size, metadata=metadata)
-        log.info("embedded backend: %s on %s", self.model_path, ", ".join(session.get_providers()))
+                               max_batch_size=self.max_batch_size, metadata=metadata, contract=contract)
+        log.info("embedded backend: %s (%s) on %s", self.model_path, contract.name,
+                 ", ".join(session.get_providers()))
         self._healthy = True
 
     def _run(self, y1: np.ndarray, y2: np.ndarray) -> np.ndarray:
@@ -109,7 +114,7 @@ class EmbeddedBackend(Backend):
         if self._healthy:
             return True
         # After a failure, serve again only once a small probe batch runs.
-        probe = np.zeros((1, 3, 16, 16), np.float32)
+        probe = self._info.contract.probe()
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._run, probe, probe)
         except Exception:

@@ -11,6 +11,8 @@
   the model ready again. Only failed requests are retried, so every batch gets exactly one result.
 - Readiness = the model is ready on at least one endpoint, probed every `probe_interval_s`.
 - Deadlines propagate: the gRPC deadline and Triton's own queue timeout are the time left.
+- Tensors travel inside the gRPC messages or, to a Triton on this host, through shared memory
+  (`shared_memory`, see triton_shm.py); an endpoint where shared memory fails falls back to gRPC.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from .base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
+from ..contract import ContractError, ModelContract, contract_from_io
+from .triton_shm import SHM_ERROR_HINTS, ShmPool, ShmUnavailable, Staged, is_loopback, stage_grpc
 from .triton_targets import Resolver, parse_targets, resolve_dns, split
 
 log = logging.getLogger(__name__)
@@ -71,7 +75,11 @@ class EndpointState:
     outstanding: int = 0
     max_batch_size: int | None = None
     version: str = ""
+    contract: ModelContract | None = None  # read from the model's config when it (re)joins
+    contract_error: str | None = None  # its model follows no contract
+    device: str = "gpu"  # "cpu" when every instance group of the model is KIND_CPU
     served: int = 0  # batches answered
+    shm: bool = False  # send its batches through shared memory (until that fails)
     changed_at: float = field(default_factory=time.monotonic)
 
     def mark(self, up: bool, reason: str) -> None:
@@ -103,11 +111,15 @@ class TritonBackend(Backend):
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 1.0,
         resolver: Resolver = resolve_dns,
+        shared_memory: str = "off",
+        metrics=None,
     ):
         """urls: Triton gRPC targets, HOST:PORT (the gateway adds the local ONNX file's metadata,
         which Triton does not expose). request_timeout_s: deadline of a batch when the caller
         gives none. max_attempts: tries of one batch across endpoints (default: two rounds over
-        the endpoints, at least 3). resolver: (host, port) -> addresses (DNS by default)."""
+        the endpoints, at least 3). resolver: (host, port) -> addresses (DNS by default).
+        shared_memory: auto (system shared memory to loopback endpoints), system, cuda or off.
+        metrics: the gateway's Metrics (shared-memory fallbacks, batches by transport), optional."""
         self.targets = parse_targets(urls)
         self.model_name = model_name
         self.model_version = model_version
@@ -127,14 +139,26 @@ class TritonBackend(Backend):
         self._monitor: asyncio.Task | None = None
         self._info: ModelInfo | None = None
         self._next = 0  # round-robin among equally loaded endpoints
+        self.shared_memory = shared_memory
+        self._metrics = metrics
+        self._shm: ShmPool | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        if self.shared_memory != "off":
+            try:
+                self._shm = ShmPool("cuda" if self.shared_memory == "cuda" else "system")
+            except ShmUnavailable as exc:
+                self._shm_failed("all endpoints", exc)
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             await self._refresh()
             if any(ep.up for ep in self._endpoints):
                 break
+            errors = [ep.contract_error for ep in self._endpoints]
+            if errors and all(errors):  # every endpoint serves a model the gateway cannot feed
+                await self.close()
+                raise ContractError("; ".join(dict.fromkeys(errors)))
             if time.monotonic() >= deadline:
                 reasons = self._down_reasons()
                 await self.close()
@@ -153,6 +177,9 @@ class TritonBackend(Backend):
             except asyncio.CancelledError:
                 pass
             self._monitor = None
+        if self._shm is not None:  # unregister while the clients are still open
+            await self._shm.close()
+            self._shm = None
         for ep in self._endpoints + self._retired:
             await ep.client.close()
         self._endpoints, self._retired = [], []
@@ -222,25 +249,40 @@ class TritonBackend(Backend):
             ready = await ep.client.is_model_ready(
                 self.model_name, self.model_version, client_timeout=self.probe_timeout_s)
             if ready and (not ep.up or ep.max_batch_size is None):
-                # (Re)joining endpoint: its config may differ from before (redeployed model).
+                # (Re)joining endpoint: its config may differ from before (redeployed model), and
+                # a restarted Triton has forgotten its shared-memory registrations.
                 await self._read_endpoint_config(ep)
+                self._shm_rejoin(ep)
+                if self._info is not None and ep.contract != self._info.contract:
+                    ep.mark(False, f"serves the {ep.contract.name} contract, the gateway runs "
+                                   f"{self._info.contract.name} (restart the gateway to follow it)")
+                    ep.max_batch_size = None  # read again at the next probe
+                    return
         except InferenceServerException as exc:
             ep.mark(False, _short(exc))
             return
-        except Exception as exc:  # config that breaks the contract, unexpected replies
+        except ContractError as exc:  # a model the gateway cannot feed: no use waiting for it
+            ep.mark(False, str(exc))
+            ep.contract_error = str(exc)
+            return
+        except Exception as exc:  # unexpected replies
             ep.mark(False, str(exc))
             return
+        ep.contract_error = None
         ep.mark(bool(ready), "model ready" if ready else f"model {self.model_name!r} not ready")
 
     async def _read_endpoint_config(self, ep: EndpointState) -> None:
         reply = await ep.client.get_model_config(
             self.model_name, self.model_version, as_json=True, client_timeout=self.probe_timeout_s)
         config = reply["config"]
-        inputs = {t["name"] for t in config.get("input", [])}
-        outputs = {t["name"] for t in config.get("output", [])}
-        if not {INPUT_Y1, INPUT_Y2} <= inputs or OUTPUT_X not in outputs:
-            raise ValueError(f"model {self.model_name!r} on {ep.url} has inputs {sorted(inputs)} and "
-                             f"outputs {sorted(outputs)}; expected y1, y2 -> x")
+        tensors = lambda key: {t["name"]: (t.get("data_type", ""), t.get("dims", []))  # noqa: E731
+                               for t in config.get(key, [])}
+        # ContractError (a ValueError) names the inputs found; the probe marks the endpoint down with it.
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        ep.contract = contract_from_io(tensors("input"), tensors("output"), params,
+                                       where=f"model {self.model_name!r} on {ep.url}")
+        kinds = {g.get("kind", "KIND_AUTO") for g in config.get("instance_group", [])}
+        ep.device = "cpu" if kinds == {"KIND_CPU"} else "gpu"
         # max_batch_size 0 means the model does not batch: one patch per request.
         ep.max_batch_size = max(1, int(config.get("max_batch_size", 0)))
         metadata = await ep.client.get_model_metadata(
@@ -252,8 +294,13 @@ class TritonBackend(Backend):
         live = [ep for ep in self._endpoints if ep.up]
         # metadata stays empty: Triton does not expose the ONNX metadata_props; the gateway reads
         # them from its local copy of the model file.
+        contracts = {ep.contract for ep in live}
+        if len(contracts) > 1:
+            raise BackendUnavailable(f"model {self.model_name!r}: endpoints serve different contracts "
+                                     f"({', '.join(f'{ep.url}: {ep.contract.name}' for ep in live)})")
         return ModelInfo(name=self.model_name, version=live[0].version,
-                         max_batch_size=min(ep.max_batch_size for ep in live))
+                         max_batch_size=min(ep.max_batch_size for ep in live), contract=live[0].contract,
+                         device="cpu" if all(ep.device == "cpu" for ep in live) else "gpu")
 
     def model_info(self) -> ModelInfo:
         if self._info is None:
@@ -270,8 +317,9 @@ class TritonBackend(Backend):
         if y1.shape != y2.shape or y1.ndim != 4:
             raise ValueError(f"y1 {list(y1.shape)} and y2 {list(y2.shape)} must be the same [N, C, H, W]")
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.request_timeout_s)
-        y1 = np.ascontiguousarray(y1, dtype=np.float32)
-        y2 = np.ascontiguousarray(y2, dtype=np.float32)
+        dtype = self.model_info().contract.pixel_type
+        y1 = np.ascontiguousarray(y1, dtype=dtype)
+        y2 = np.ascontiguousarray(y2, dtype=dtype)
         # The smallest max_batch_size of the endpoints seen so far: one that joined later (e.g. a
         # CPU Triton beside GPU ones) may take less than the model_info() of start-up said.
         step = min([ep.max_batch_size for ep in self._endpoints if ep.max_batch_size]
@@ -295,7 +343,7 @@ class TritonBackend(Backend):
     async def _infer_batch(self, y1: np.ndarray, y2: np.ndarray, deadline: float) -> np.ndarray:
         inputs = []
         for name, array in ((INPUT_Y1, y1), (INPUT_Y2, y2)):
-            tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
+            tensor = grpcclient.InferInput(name, list(array.shape), self.model_info().contract.triton_datatype)
             tensor.set_data_from_numpy(array)  # raw binary contents, no JSON/list conversion
             inputs.append(tensor)
         outputs = [grpcclient.InferRequestedOutput(OUTPUT_X)]
@@ -330,10 +378,10 @@ class TritonBackend(Backend):
             else:
                 ep.served += 1
                 x = result.as_numpy(OUTPUT_X)
-                if x is None or x.shape != y1.shape:
+                if x is None or x.shape != y1.shape or x.dtype != y1.dtype:
                     raise TritonInferenceError(
-                        f"Triton {ep.label} answered x {None if x is None else list(x.shape)} "
-                        f"for inputs {list(y1.shape)}")
+                        f"Triton {ep.label} answered x {None if x is None else f'{list(x.shape)} {x.dtype}'} "
+                        f"for inputs {list(y1.shape)} {y1.dtype}")
                 # Read-only (a view of the response bytes): the batcher only reads it when stitching.
                 return x
             finally:
