@@ -99,7 +99,7 @@ async def serve(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     metrics = Metrics()
-    backend = create_backend(config)
+    backend = create_backend(config, metrics)
     try:
         await backend.start()
     except Exception as exc:

@@ -54,6 +54,10 @@ class Config:
     triton_urls: str = _option("--triton-urls", str, "localhost:8001",
                                "Triton gRPC endpoints, comma-separated (triton backend)",
                                aliases=("--triton-url",))
+    triton_shared_memory: str = _option(
+        "--triton-shared-memory", str, "auto", "how tensors travel to Triton: through shared memory "
+        "(system: /dev/shm, cuda: GPU memory) or inside gRPC (off); auto: system shared memory to "
+        "Triton endpoints on a loopback address, gRPC to the others", ("auto", "system", "cuda", "off"))
     providers: str = _option("--providers", str, "auto", "ONNX Runtime execution providers, comma-separated "
                              "(auto: TensorRT, CUDA where present, else CPU)")
     intra_op_threads: int = _option("--intra-op-threads", int, 0, "ONNX Runtime threads (0: all cores)")

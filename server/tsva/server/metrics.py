@@ -33,6 +33,12 @@ class Metrics:
         self.fused_pixels = Counter("tsva_fused_pixels", "Pixels of fused tiles returned", registry=registry)
         self.shot_order_swaps = Counter("tsva_shot_order_swaps",
                                         "Tiles whose shot_b was sharper and became Y1", registry=registry)
+        self.triton_batches = Counter("tsva_triton_batches", "Batches answered by Triton, by how the tensors "
+                                      "travelled (grpc, system or cuda shared memory)", ["transport"],
+                                      registry=registry)
+        self.triton_shm_fallbacks = Counter(
+            "tsva_triton_shm_fallbacks", "Times a shared-memory region could not be created or registered "
+            "and the batches went over gRPC instead, by reason (create or register)", ["reason"], registry=registry)
         self.backend_up = Gauge("tsva_backend_up", "1 when the backend is ready to serve, else 0",
                                 registry=registry)
         for outcome in (OK, "invalid_argument", "unavailable", "cancelled", "deadline_exceeded",

@@ -340,13 +340,35 @@ class TritonBackend(Backend):
         self._next += 1
         return candidates[self._next % len(candidates)]
 
+    # ----------------------------------------------------------------- transport
+    def _shm_failed(self, where: str, exc: ShmUnavailable) -> None:
+        log.warning("shared memory to Triton %s unavailable, sending tensors over gRPC instead: %s", where, exc)
+        if self._metrics is not None:
+            self._metrics.triton_shm_fallbacks.labels(exc.reason).inc()
+
+    def _shm_rejoin(self, ep: EndpointState) -> None:
+        """An endpoint (re)joins: decide its transport afresh and register regions again on use."""
+        if self._shm is None:
+            ep.shm = False
+            return
+        self._shm.forget(ep.url)
+        ep.shm = self.shared_memory != "auto" or is_loopback(ep.url)
+
+    async def _stage(self, ep: EndpointState, arrays: dict, outputs: dict) -> Staged | None:
+        """The batch in shared memory for this endpoint, or None: send it inside the request."""
+        if self._shm is None or not ep.shm:
+            return None
+        try:
+            return await self._shm.stage(ep, arrays, outputs)
+        except ShmUnavailable as exc:
+            ep.shm = False  # until the endpoint rejoins
+            self._shm_failed(ep.label, exc)
+            return None
+
     async def _infer_batch(self, y1: np.ndarray, y2: np.ndarray, deadline: float) -> np.ndarray:
-        inputs = []
-        for name, array in ((INPUT_Y1, y1), (INPUT_Y2, y2)):
-            tensor = grpcclient.InferInput(name, list(array.shape), self.model_info().contract.triton_datatype)
-            tensor.set_data_from_numpy(array)  # raw binary contents, no JSON/list conversion
-            inputs.append(tensor)
-        outputs = [grpcclient.InferRequestedOutput(OUTPUT_X)]
+        arrays = {INPUT_Y1: y1, INPUT_Y2: y2}
+        expected = {OUTPUT_X: (y1.shape, y1.dtype)}  # the model answers x like y1, in either contract
+        in_request: Staged | None = None  # built once, reused by retries
         max_attempts = self._max_attempts or max(3, 2 * len(self._endpoints))
         failures: list[str] = []
         for attempt in range(max_attempts):
@@ -358,34 +380,55 @@ class TritonBackend(Backend):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BackendDeadlineExceeded(f"deadline passed before Triton answered ({'; '.join(failures)})")
+            staged = await self._stage(ep, arrays, expected)
+            if staged is None:
+                staged = in_request = in_request or stage_grpc(arrays, expected)
+            # A region goes back to the pool only once Triton has answered; after a timeout or a
+            # broken connection Triton may still write into it, so it is retired instead.
+            answered = False
             ep.outstanding += 1
             try:
                 result = await ep.client.infer(
-                    self.model_name, inputs, self.model_version, outputs=outputs,
+                    self.model_name, staged.inputs, self.model_version, outputs=staged.outputs,
                     client_timeout=left,                        # gRPC deadline
                     timeout=max(1, int(left * 1e6)),            # Triton's queue timeout, in us
                 )
+                answered = True
+                x = staged.output(result, OUTPUT_X)
             except InferenceServerException as exc:
                 status = exc.status() or ""
                 if status == "StatusCode.DEADLINE_EXCEEDED":
                     raise BackendDeadlineExceeded(f"Triton {ep.label}: {_short(exc)}") from None
-                if status not in _RETRYABLE:
+                shm_lost = staged.transport != "grpc" and any(h in str(exc) for h in SHM_ERROR_HINTS)
+                if status not in _RETRYABLE and not shm_lost:
+                    answered = True
                     raise TritonInferenceError(f"Triton {ep.label}: {_short(exc)}") from None
                 failures.append(f"{ep.label}: {_short(exc)}")
-                log.info("batch of %d failed on Triton %s, retrying elsewhere: %s", len(y1), ep.label, _short(exc))
-                if not any(hint in str(exc) for hint in _OVERLOAD_HINTS):
-                    ep.mark(False, _short(exc))
+                if shm_lost:  # a restarted Triton forgot the regions: register again, retry
+                    answered = True
+                    self._shm.forget(ep.url)
+                    log.info("Triton %s does not know its shared-memory region, registering again: %s",
+                             ep.label, _short(exc))
+                else:
+                    log.info("batch of %d failed on Triton %s, retrying elsewhere: %s",
+                             len(y1), ep.label, _short(exc))
+                    if not any(hint in str(exc) for hint in _OVERLOAD_HINTS):
+                        ep.mark(False, _short(exc))
             else:
                 ep.served += 1
-                x = result.as_numpy(OUTPUT_X)
-                if x is None or x.shape != y1.shape or x.dtype != y1.dtype:
+                if self._metrics is not None:
+                    self._metrics.triton_batches.labels(staged.transport).inc()
+                if x is None or x.shape != y1.shape:
                     raise TritonInferenceError(
-                        f"Triton {ep.label} answered x {None if x is None else f'{list(x.shape)} {x.dtype}'} "
-                        f"for inputs {list(y1.shape)} {y1.dtype}")
-                # Read-only (a view of the response bytes): the batcher only reads it when stitching.
+                        f"Triton {ep.label} answered x {None if x is None else list(x.shape)} "
+                        f"for inputs {list(y1.shape)}")
+                # Over gRPC, read-only (a view of the response bytes): the batcher only reads it
+                # when stitching. Through shared memory, a copy out of the region.
                 return x
             finally:
                 ep.outstanding -= 1
+                if staged is not in_request:
+                    staged.release(reuse=answered)
             if attempt + 1 == max_attempts:
                 break
             backoff = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt) * random.uniform(0.5, 1.0)
