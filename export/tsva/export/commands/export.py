@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s; skipped if missing)")
     parser.add_argument("--model-version", default="1", help="metadata model_version (default %(default)s)")
     parser.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    parser.add_argument("--io", choices=("float32", "uint8", "uint16"), default="float32",
+                        help="model I/O: float32 NCHW in [0, 1] (the shipped model), or the shots and the "
+                             "fused tile as uint8/uint16 NHWC pixels with the casts inside the graph (GPU "
+                             "serving; CHECKPOINT may then also be a float32 ONNX file to wrap)")
+    parser.add_argument("--triton-dir", metavar="REPOSITORY", default=None,
+                        help="with --io uint8/uint16: also write REPOSITORY/tsva_<io>/ (config.pbtxt and "
+                             "1/model.onnx), a Triton model for GPUs taking whole tiles")
 
 
 def evaluation_summary(path: str | Path) -> str:
@@ -41,6 +48,8 @@ def evaluation_summary(path: str | Path) -> str:
 
 @reports_errors("export")
 def run(args: argparse.Namespace) -> int:
+    if args.io != "float32":
+        return _pixel_io(args)
     from ..checkpoint import load_checkpoint
     from ..metadata import model_metadata
     from ..network import NetworkConfig
@@ -86,4 +95,32 @@ def _tensorrt(net, meta: dict, output: Path) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(net, Path(tmp) / "model.onnx", meta)
         trt_builder.build_plan(onnx_path, output)  # prints what it wrote and how to build the plan
+    return 0
+
+
+def _pixel_io(args: argparse.Namespace) -> int:
+    """--io uint8/uint16: the float32 model (exported from the checkpoint, or the ONNX file given)
+    wrapped so that it takes and returns pixels."""
+    import tempfile
+
+    from .. import pixel_io
+    if args.format != "onnx":
+        raise TsvaExportError(f"--io {args.io}: only with --format onnx (the wrapper casts to float32)")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(args.checkpoint)
+        if source.suffix != ".onnx":
+            float_args = argparse.Namespace(**{**vars(args), "io": "float32", "fp16": None, "triton_dir": None,
+                                               "output": str(Path(tmp) / "model.onnx")})
+            if run(float_args) != 0:
+                return 1
+            source = Path(float_args.output)
+        output = Path(args.output or REPO_ROOT / "build" / f"model_{args.io}.onnx")
+        try:
+            pixel_io.write_pixel_model(source, output, args.io)
+            print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {args.io} NHWC I/O)")
+            if args.triton_dir:
+                model_dir = pixel_io.write_triton_variant(source, args.triton_dir, args.io)
+                print(f"wrote {model_dir}/config.pbtxt and {model_dir}/1/model.onnx")
+        except pixel_io.PixelIOError as exc:
+            raise TsvaExportError(str(exc)) from None
     return 0
