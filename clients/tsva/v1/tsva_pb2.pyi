@@ -105,7 +105,7 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class FuseResponse(_message.Message):
-    __slots__ = ("tile_id", "slide_id", "position", "fused", "brenner_a", "brenner_b", "y1_shot", "timings", "error")
+    __slots__ = ("tile_id", "slide_id", "position", "fused", "brenner_a", "brenner_b", "y1_shot", "timings", "error", "focus_offset_um", "rescan", "rescan_reason", "trained_focus_range_um")
     TILE_ID_FIELD_NUMBER: _ClassVar[int]
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,10 @@ class FuseResponse(_message.Message):
     Y1_SHOT_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    FOCUS_OFFSET_UM_FIELD_NUMBER: _ClassVar[int]
+    RESCAN_FIELD_NUMBER: _ClassVar[int]
+    RESCAN_REASON_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FOCUS_RANGE_UM_FIELD_NUMBER: _ClassVar[int]
     tile_id: str
     slide_id: str
     position: TilePosition
@@ -124,7 +128,11 @@ class FuseResponse(_message.Message):
     y1_shot: Shot
     timings: Timings
     error: TileError
-    def __init__(self, tile_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., position: _Optional[_Union[TilePosition, _Mapping]] = ..., fused: _Optional[_Union[Image, _Mapping]] = ..., brenner_a: _Optional[float] = ..., brenner_b: _Optional[float] = ..., y1_shot: _Optional[_Union[Shot, str]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., error: _Optional[_Union[TileError, _Mapping]] = ...) -> None: ...
+    focus_offset_um: float
+    rescan: bool
+    rescan_reason: str
+    trained_focus_range_um: float
+    def __init__(self, tile_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., position: _Optional[_Union[TilePosition, _Mapping]] = ..., fused: _Optional[_Union[Image, _Mapping]] = ..., brenner_a: _Optional[float] = ..., brenner_b: _Optional[float] = ..., y1_shot: _Optional[_Union[Shot, str]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., error: _Optional[_Union[TileError, _Mapping]] = ..., focus_offset_um: _Optional[float] = ..., rescan: _Optional[bool] = ..., rescan_reason: _Optional[str] = ..., trained_focus_range_um: _Optional[float] = ...) -> None: ...
 
 class FindFocusRequest(_message.Message):
     __slots__ = ("tile_id", "planes", "z_um")
