@@ -37,10 +37,11 @@ def onnx_io(path: Path) -> dict[str, tuple[int, list]]:
 
 
 def patch_size() -> int:
-    """The gateway's serving patch size: warm-up and TensorRT profiles must match what it sends
-    (the model's own `patch_size` metadata is the size it was trained on, which may be smaller)."""
-    from tsva.server.config import Config
-    return Config().patch_size
+    """The gateway's patch size for the float32 models (its CPU plan; `--patch-size auto`):
+    warm-up and TensorRT profiles must match what it sends (the model's own `patch_size` metadata
+    is the size it was trained on, which may be smaller)."""
+    from tsva.server.config import CPU_PATCH_SIZE
+    return CPU_PATCH_SIZE
 
 
 def profile(value: str) -> dict[str, list[int]]:

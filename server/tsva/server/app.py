@@ -21,10 +21,9 @@ from tsva.server.backends.embedded import ModelLoadError, read_model_metadata
 from tsva.server.batcher import MicroBatcher
 from tsva.server.config import Config
 from tsva.server.metrics import Metrics, serve_metrics
-from tsva.server.pipeline import MODEL_CHANNELS, Pipeline
-from tsva.server.service import VirtualAutofocusService
+from tsva.server.pipeline import Pipeline
+from tsva.server.service import VirtualAutofocusService, add_service
 from tsva.v1 import tsva_pb2 as pb
-from tsva.v1 import tsva_pb2_grpc as pb_grpc
 
 log = logging.getLogger("tsva.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VirtualAutofocus"].full_name
@@ -108,8 +107,7 @@ async def serve(config: Config) -> int:
     max_batch = min(config.max_batch, info.max_batch_size) if info.max_batch_size > 0 else config.max_batch
     health = Health(backend, metrics, config.health_interval_s)
     batcher = MicroBatcher(backend, max_batch=max_batch, max_delay_s=config.max_delay_ms / 1000.0,
-                           queue_size=config.queue_size, patch_size=config.patch_size, channels=MODEL_CHANNELS,
-                           concurrency=config.effective_backend_concurrency,
+                           queue_size=config.queue_size, concurrency=config.effective_backend_concurrency,
                            timeout_s=config.backend_timeout_s, metrics=metrics,
                            on_backend_error=health.backend_failed)
     pipeline = Pipeline(config, backend, batcher, metrics)
@@ -127,8 +125,7 @@ async def serve(config: Config) -> int:
         ("grpc.so_reuseport", 0),
         ("grpc.http2.bdp_probe", 0),
     ])
-    pb_grpc.add_VirtualAutofocusServicer_to_server(
-        VirtualAutofocusService(config, pipeline, metrics, model_metadata(config, backend)), server)
+    add_service(VirtualAutofocusService(config, pipeline, metrics, model_metadata(config, backend)), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
@@ -151,8 +148,9 @@ async def serve(config: Config) -> int:
     batcher.start()
     await server.start()
     health.start()
-    log.info("serving tsva.v1 on %s:%d (%s, model %s %s, backend %s)%s", config.host, port,
-             "TLS" if credentials else "plaintext", info.name, info.version, backend.name,
+    log.info("serving tsva.v1 on %s:%d (%s, model %s %s, backend %s, %s tensors, %s)%s", config.host, port,
+             "TLS" if credentials else "plaintext", info.name, info.version, backend.name, info.contract.name,
+             f"{pipeline.patch_side}-px patches" if pipeline.patch_side else "whole tiles",
              f"; metrics on http://{config.metrics_host}:{config.metrics_port}/metrics" if metrics_server else "")
     await stop.wait()
 

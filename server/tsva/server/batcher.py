@@ -1,10 +1,14 @@
-"""Micro-batcher: patches of every stream and call share backend batches, through a bounded queue.
+"""Micro-batcher: items (patches or whole tiles) of every stream and call share backend batches,
+through a bounded queue.
 
-A tile enters as one `PatchJob` (its patches are cut lazily, only when a batch is filled, so a
-queued tile costs no extra memory). The queue holds at most `queue_size` patches: `run_job` waits
-for room, which holds the caller's stream (gRPC flow control then slows the client: backpressure).
-A batch leaves when it is full or `max_delay_s` after its first patch arrived. A job whose caller
-is cancelled (client cancel, deadline) leaves the queue at once and its patches are never run.
+A tile enters as one job (tsva.server.patching: a PatchJob's patches are cut lazily, only when a
+batch is filled, so a queued tile costs no extra memory; a WholeTileJob is one item). A batch
+holds items of one shape only: the shape of the oldest queued job, then the items of later jobs
+of that shape; jobs of other shapes wait for the next batch. The queue holds at most `queue_size`
+items: `run_job` waits for room, which holds the caller's stream (gRPC flow control then slows the
+client: backpressure). A batch leaves when it is full or `max_delay_s` after its first item
+arrived. A job whose caller is cancelled (client cancel, deadline) leaves the queue at once and
+its items are never run.
 """
 from __future__ import annotations
 
@@ -17,36 +21,18 @@ from typing import Callable
 import numpy as np
 
 from tsva.server.backends.base import Backend, BackendUnavailable
-from tsva.server.patching import PatchGrid, Stitcher, extract_patch
+from tsva.server.patching import PatchJob, TileJob  # noqa: F401 (PatchJob: importable from here)
 
-
-class PatchJob:
-    """One tile on its way through the backend: inputs, where its outputs go, its timings."""
-
-    def __init__(self, grid: PatchGrid, canvas_y1: np.ndarray, canvas_y2: np.ndarray, scale: float,
-                 stitcher: Stitcher):
-        self.canvas_y1, self.canvas_y2, self.scale, self.stitcher = canvas_y1, canvas_y2, scale, stitcher
-        self.origins = grid.origins
-        self.total = len(self.origins)
-        self.next = 0        # next patch to put in a batch
-        self.done = 0        # patches stitched
-        self.future: asyncio.Future | None = None
-        self.enqueued_at = 0.0
-        self.queue_s = 0.0   # submission to its first patch entering a batch
-        self.inference_s = 0.0  # backend time of the batches that carried its patches
-
-    @property
-    def queued(self) -> int:
-        return self.total - self.next
+BUFFER_SHAPES = 4  # distinct item shapes whose batch buffers are kept for reuse
 
 
 class MicroBatcher:
     def __init__(self, backend: Backend, *, max_batch: int, max_delay_s: float, queue_size: int,
-                 patch_size: int, channels: int = 3, concurrency: int = 1, timeout_s: float | None = None,
+                 concurrency: int = 1, timeout_s: float | None = None,
                  metrics=None, on_backend_error: Callable[[Exception], None] | None = None):
         self.backend = backend
         self.max_batch, self.max_delay_s, self.queue_size = max_batch, max_delay_s, queue_size
-        self.patch_size, self.channels, self.timeout_s = patch_size, channels, timeout_s
+        self.timeout_s = timeout_s
         self.metrics = metrics
         self.on_backend_error = on_backend_error
         self._jobs: collections.deque[PatchJob] = collections.deque()
@@ -57,17 +43,31 @@ class MicroBatcher:
         # cutting overlaps inference and the backend's time is measured without queueing.
         self._slots = asyncio.Semaphore(2 * concurrency)
         self._backend_slots = asyncio.Semaphore(concurrency)
-        # Buffers are reused: one pair per batch that can be taken.
-        self._buffers = [self._new_buffers() for _ in range(2 * concurrency)]
+        # Batch buffers are reused per item shape (fresh pages would cost page faults on every
+        # batch); at most one pair per batch slot and shape, for the BUFFER_SHAPES latest shapes.
+        self._buffers: collections.OrderedDict[tuple, list] = collections.OrderedDict()
         # Patch cutting and stitching run off the event loop, in one thread, so they never race on a
         # tile's accumulator and the loop stays free for gRPC.
         self._numpy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsva-stitch")
         self._task: asyncio.Task | None = None
         self._batches: set[asyncio.Task] = set()
 
-    def _new_buffers(self):
-        shape = (self.max_batch, self.channels, self.patch_size, self.patch_size)
-        return np.empty(shape, np.float32), np.empty(shape, np.float32)
+    def _get_buffers(self, shape: tuple, dtype: np.dtype, n: int):
+        free = self._buffers.get((shape, dtype))
+        while free:
+            y1, y2 = free.pop()
+            if len(y1) >= n:
+                return y1, y2
+        # Patches: room for a full batch at once; whole tiles: only what this batch needs.
+        size = self.max_batch if np.prod(shape) * self.max_batch * dtype.itemsize <= 64 << 20 else n
+        return np.empty((size, *shape), dtype), np.empty((size, *shape), dtype)
+
+    def _put_buffers(self, shape: tuple, dtype: np.dtype, buffers) -> None:
+        key = (shape, dtype)
+        self._buffers.setdefault(key, []).append(buffers)
+        self._buffers.move_to_end(key)
+        while len(self._buffers) > BUFFER_SHAPES:
+            self._buffers.popitem(last=False)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="tsva-batcher")
@@ -79,8 +79,8 @@ class MicroBatcher:
         await asyncio.gather(*self._batches, return_exceptions=True)
         self._numpy.shutdown(wait=True)
 
-    async def run_job(self, job: PatchJob) -> None:
-        """Queues the job's patches, waits until all are stitched. Raises BackendUnavailable."""
+    async def run_job(self, job: TileJob) -> None:
+        """Queues the job's items, waits until all are taken back. Raises BackendUnavailable."""
         loop = asyncio.get_running_loop()
         job.future = loop.create_future()
         async with self._room:
@@ -96,7 +96,7 @@ class MicroBatcher:
             await self._drop(job)
             raise
 
-    async def _drop(self, job: PatchJob) -> None:
+    async def _drop(self, job: TileJob) -> None:
         if not job.future.done():
             job.future.cancel()
         if job in self._jobs:
@@ -133,36 +133,53 @@ class MicroBatcher:
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
 
-    def _take(self) -> list[tuple[PatchJob, int]]:
-        entries = []
+    def _take(self) -> list[tuple[TileJob, int]]:
+        """Items for one batch: the oldest job's shape, then later jobs of the same shape."""
+        entries: list[tuple[TileJob, int]] = []
+        if not self._jobs:
+            return entries
+        key = (self._jobs[0].shape, self._jobs[0].dtype)
         now = time.perf_counter()
-        while self._jobs and len(entries) < self.max_batch:
-            job = self._jobs[0]
+        finished = []
+        for job in self._jobs:
+            if len(entries) >= self.max_batch:
+                break
+            if (job.shape, job.dtype) != key:
+                continue
             if job.next == 0:
                 job.queue_s = now - job.enqueued_at
             n = min(job.queued, self.max_batch - len(entries))
             entries.extend((job, i) for i in range(job.next, job.next + n))
             job.next += n
             if job.queued == 0:
-                self._jobs.popleft()
+                finished.append(job)
+        for job in finished:
+            self._jobs.remove(job)
         self._set_depth(self._depth - len(entries))
         return entries
 
-    async def _run_batch(self, entries: list[tuple[PatchJob, int]]) -> None:
+    async def _run_batch(self, entries: list[tuple[TileJob, int]]) -> None:
         loop = asyncio.get_running_loop()
-        buffers = self._buffers.pop()
-        n = len(entries)
-        y1, y2 = buffers[0][:n], buffers[1][:n]
+        first = entries[0][0]
+        shape, dtype, n = first.shape, first.dtype, len(entries)
+        buffers = None
         try:
-            await loop.run_in_executor(self._numpy, _fill, entries, y1, y2, self.patch_size)
+            # A lone item that is already a valid tensor (a pixel-typed whole tile) goes as it is.
+            direct = first.direct() if n == 1 else None
+            if direct is not None:
+                y1, y2 = direct
+            else:
+                buffers = self._get_buffers(shape, dtype, n)
+                y1, y2 = buffers[0][:n], buffers[1][:n]
+                await loop.run_in_executor(self._numpy, _fill, entries, y1, y2)
             try:
                 async with self._backend_slots:
                     started = time.perf_counter()
                     out = await self.backend.infer(y1, y2, timeout_s=self.timeout_s)
                     elapsed = time.perf_counter() - started
-                if out.shape != y1.shape:
-                    raise BackendUnavailable(f"backend returned shape {tuple(out.shape)} for a batch of "
-                                             f"{tuple(y1.shape)}")
+                if out.shape != y1.shape or out.dtype != y1.dtype:
+                    raise BackendUnavailable(f"backend returned {tuple(out.shape)} {out.dtype} for a batch of "
+                                             f"{tuple(y1.shape)} {y1.dtype}")
             except Exception as exc:  # any backend failure fails exactly the tiles of this batch
                 error = exc if isinstance(exc, BackendUnavailable) else BackendUnavailable(
                     f"backend {self.backend.name} failed: {type(exc).__name__}: {exc}")
@@ -176,7 +193,7 @@ class MicroBatcher:
                 self.metrics.batch_size.observe(n)
                 self.metrics.backend_latency.observe(elapsed)
             live = [(job, i, k) for k, (job, i) in enumerate(entries) if not job.future.done()]
-            await loop.run_in_executor(self._numpy, _stitch, live, out)
+            await loop.run_in_executor(self._numpy, _put, live, out)
             for job in {job for job, _, _ in live}:
                 job.inference_s += elapsed
             for job, _, _ in live:
@@ -184,7 +201,8 @@ class MicroBatcher:
                 if job.done == job.total and not job.future.done():
                     job.future.set_result(None)
         finally:
-            self._buffers.append(buffers)
+            if buffers is not None:
+                self._put_buffers(shape, dtype, buffers)
             self._slots.release()
 
     def _fail_jobs(self, jobs, error: Exception) -> None:
@@ -204,13 +222,11 @@ class MicroBatcher:
             self._room.notify_all()
 
 
-def _fill(entries, y1: np.ndarray, y2: np.ndarray, patch: int) -> None:
+def _fill(entries, y1: np.ndarray, y2: np.ndarray) -> None:
     for k, (job, i) in enumerate(entries):
-        origin = job.origins[i]
-        extract_patch(job.canvas_y1, origin, patch, job.scale, y1[k])
-        extract_patch(job.canvas_y2, origin, patch, job.scale, y2[k])
+        job.fill(i, y1[k], y2[k])
 
 
-def _stitch(live, out: np.ndarray) -> None:
+def _put(live, out: np.ndarray) -> None:
     for job, i, k in live:
-        job.stitcher.add(job.origins[i], out[k])
+        job.put(i, out[k])

@@ -17,6 +17,12 @@ REPOSITORY_ROOT = Path(tsva.server.__file__).resolve().parents[3]
 DEFAULT_MODEL_PATH = REPOSITORY_ROOT / "model_repository" / "tsva" / "1" / "model.onnx"
 
 
+# The patch side of the CPU plan: measured fastest for the shipped network on CPU (larger patches and
+# whole tiles run slower there and need far more memory; docs/performance.md).
+CPU_PATCH_SIZE = 224
+WHOLE_TILE = 0  # patch side meaning "no patches": GetInfo.patch_size reports it as 0
+
+
 class ConfigError(ValueError):
     """An option with an unusable value; the message names the flag."""
 
@@ -61,7 +67,9 @@ class Config:
     providers: str = _option("--providers", str, "auto", "ONNX Runtime execution providers, comma-separated "
                              "(auto: TensorRT, CUDA where present, else CPU)")
     intra_op_threads: int = _option("--intra-op-threads", int, 0, "ONNX Runtime threads (0: all cores)")
-    patch_size: int = _option("--patch-size", int, 224, "patch side in pixels (multiple of 16)")
+    patch_size: str = _option("--patch-size", str, "auto", "patch side in pixels (multiple of 16), `tile` "
+                              "(whole tiles, padded to a multiple of 16; tiles of one size batch together) "
+                              f"or `auto` ({CPU_PATCH_SIZE} on CPU, whole tiles on GPUs and Triton)")
     patch_overlap: int = _option("--patch-overlap", int, 64, "minimum overlap of neighbouring patches in pixels")
     patch_align: int = _option("--patch-align", int, 16, "patch origins are multiples of this (the network's "
                                "total stride; 16 by the model contract)")
@@ -90,6 +98,16 @@ class Config:
     log_level: str = _option("--log-level", str, "INFO", "logging level",
                              ("DEBUG", "INFO", "WARNING", "ERROR"))
 
+    def patch_side(self, device: str = "cpu") -> int:
+        """The patch side to serve with: --patch-size, or for `auto` the plan of `device` (the
+        backend's ModelInfo.device): CPU_PATCH_SIZE on CPU, WHOLE_TILE (0) on GPUs."""
+        text = str(self.patch_size).strip().lower()
+        if text == "tile":
+            return WHOLE_TILE
+        if text == "auto":
+            return CPU_PATCH_SIZE if device == "cpu" else WHOLE_TILE
+        return int(text)
+
     @property
     def triton_url_list(self) -> list[str]:
         return _csv(self.triton_urls)
@@ -105,11 +123,15 @@ class Config:
         return 1 if self.backend == "embedded" else 2 * len(self.triton_url_list)
 
     def validate(self) -> "Config":
+        text = str(self.patch_size).strip().lower()
+        if text not in ("auto", "tile") and not text.isdigit():
+            raise ConfigError(f"--patch-size: {self.patch_size!r}, expected a multiple of 16, tile or auto")
+        side = CPU_PATCH_SIZE if text in ("auto", "tile") else int(text)
         checks = [
-            (self.patch_size >= 16 and self.patch_size % 16 == 0, "--patch-size: must be a positive multiple of 16"),
-            (self.patch_align >= 1 and self.patch_size % self.patch_align == 0,
+            (side >= 16 and side % 16 == 0, "--patch-size: must be a positive multiple of 16"),
+            (self.patch_align >= 1 and side % self.patch_align == 0,
              "--patch-align: must divide --patch-size"),
-            (0 <= self.patch_overlap <= self.patch_size - self.patch_align,
+            (0 <= self.patch_overlap <= side - self.patch_align,
              "--patch-overlap: must be >= 0 and at most --patch-size minus --patch-align"),
             (self.max_batch >= 1, "--max-batch: must be >= 1"),
             (self.max_delay_ms >= 0, "--max-delay-ms: must be >= 0"),

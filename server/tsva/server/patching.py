@@ -139,3 +139,89 @@ class Stitcher:
         fused *= peak
         np.rint(fused, out=fused)
         return np.ascontiguousarray(fused.transpose(1, 2, 0), dtype=dtype)
+
+
+# ---- tiles on their way through the backend ------------------------------------------------------
+# A job is one tile as the batcher sees it: `total` items of one `shape` (model layout, no batch
+# axis), written into batch tensors by fill() and taken back from the output by put(); the
+# contract (tsva.server.contract) does every conversion. Items of the same shape share batches.
+
+class TileJob:
+    """State the batcher keeps for any job: its future and timings."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    total: int
+
+    def __init__(self):
+        self.next = 0        # next item to put in a batch
+        self.done = 0        # items taken back
+        self.future = None   # asyncio.Future, set by the batcher
+        self.enqueued_at = 0.0
+        self.queue_s = 0.0      # submission to its first item entering a batch
+        self.inference_s = 0.0  # backend time of the batches that carried its items
+
+    @property
+    def queued(self) -> int:
+        return self.total - self.next
+
+    def direct(self):
+        """(y1, y2) batch-of-one views to send as they are, or None when fill() must copy."""
+        return None
+
+
+class PatchJob(TileJob):
+    """A tile cut into overlapping patches (lazily, when a batch is filled) and stitched back."""
+
+    def __init__(self, grid: PatchGrid, canvas_y1: np.ndarray, canvas_y2: np.ndarray, contract,
+                 stitcher: Stitcher):
+        super().__init__()
+        self.grid, self.contract, self.stitcher = grid, contract, stitcher
+        self.canvas_y1, self.canvas_y2 = canvas_y1, canvas_y2
+        self.origins = grid.origins
+        self.total = len(self.origins)
+        self.shape = contract.item_shape(grid.patch, grid.patch)
+        self.dtype = np.dtype(contract.pixel_type)
+
+    def fill(self, index: int, y1: np.ndarray, y2: np.ndarray) -> None:
+        y, x = (int(v) for v in self.origins[index])
+        p = self.grid.patch
+        self.contract.write_item(self.canvas_y1[y:y + p, x:x + p], y1)
+        self.contract.write_item(self.canvas_y2[y:y + p, x:x + p], y2)
+
+    def put(self, index: int, item: np.ndarray) -> None:
+        self.stitcher.add(self.origins[index], self.contract.item_to_float(item))
+
+    def result(self, dtype, channels: int) -> np.ndarray:
+        return self.stitcher.result(dtype, channels)
+
+
+class WholeTileJob(TileJob):
+    """A whole tile as one item, padded (mirror) to the model's size multiple: no patches, no
+    blending, and no copy at all for a lone pixel-typed tile whose size is already a multiple."""
+
+    def __init__(self, y1: np.ndarray, y2: np.ndarray, contract):
+        super().__init__()
+        from tsva.server.contract import padded_size
+
+        self.y1, self.y2, self.contract = y1, y2, contract
+        self.total = 1
+        self.height, self.width = y1.shape[:2]
+        self.shape = contract.item_shape(*padded_size(self.height, self.width, contract.size_multiple))
+        self.dtype = np.dtype(contract.pixel_type)
+        self._out = None
+
+    def direct(self):
+        if self.y1.shape == self.shape and self.y1.dtype == self.dtype:
+            return self.y1[None], self.y2[None]
+        return None
+
+    def fill(self, index: int, y1: np.ndarray, y2: np.ndarray) -> None:
+        self.contract.write_padded_item(self.y1, y1)
+        self.contract.write_padded_item(self.y2, y2)
+
+    def put(self, index: int, item: np.ndarray) -> None:
+        self._out = item  # converted in result(), on the caller's thread
+
+    def result(self, dtype, channels: int) -> np.ndarray:
+        return self.contract.item_to_pixels(self._out, self.height, self.width, dtype, channels)

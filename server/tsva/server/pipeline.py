@@ -13,15 +13,15 @@ import numpy as np
 import tsva.server
 from tsva.client.images import decode_image, encode_image
 from tsva.server.backends.base import Backend
-from tsva.server.batcher import MicroBatcher, PatchJob
+from tsva.server.batcher import MicroBatcher
 from tsva.client.brenner import brenner, refine_peak
 from tsva.server.config import Config
 from tsva.server.errors import InvalidRequest
 from tsva.server.metrics import Metrics
-from tsva.server.patching import PatchGrid, Stitcher, pad_to_canvas
+from tsva.server.contract import MODEL_CHANNELS
+from tsva.server.patching import PatchGrid, PatchJob, Stitcher, TileJob, WholeTileJob, pad_to_canvas
 from tsva.v1 import tsva_pb2 as pb
 
-MODEL_CHANNELS = 3  # the model contract is RGB; grey tiles are fed as three equal channels
 OUTPUT_ENCODINGS = (pb.IMAGE_ENCODING_UNSPECIFIED, pb.IMAGE_ENCODING_RAW, pb.IMAGE_ENCODING_PNG,
                     pb.IMAGE_ENCODING_TIFF)
 
@@ -61,6 +61,10 @@ class Pipeline:
     def __init__(self, config: Config, backend: Backend, batcher: MicroBatcher, metrics: Metrics):
         self.config, self.backend, self.batcher, self.metrics = config, backend, batcher, metrics
         self._tile_slots = asyncio.Semaphore(config.max_inflight_tiles)
+        # The patch plan and the tensors' form follow the served model (read at backend start).
+        model = backend.model_info()
+        self.contract = model.contract
+        self.patch_side = config.patch_side(model.device)  # 0: whole tiles
 
     # ---- Fuse ------------------------------------------------------------------------------
 
@@ -105,9 +109,13 @@ class Pipeline:
         encoding = request.output_encoding or request.shot_a.encoding
         if encoding == pb.IMAGE_ENCODING_PNG and y1.dtype == np.uint16 and channels == 3:
             raise InvalidRequest("output_encoding: PNG cannot hold 16-bit colour here; ask for TIFF or RAW")
-        grid = PatchGrid(height, width, cfg.patch_size, cfg.patch_overlap, cfg.patch_align)
-        job = PatchJob(grid, pad_to_canvas(y1, grid), pad_to_canvas(y2, grid), 1.0 / np.iinfo(y1.dtype).max,
-                       Stitcher(grid, MODEL_CHANNELS))
+        job: TileJob
+        if self.patch_side:
+            grid = PatchGrid(height, width, self.patch_side, cfg.patch_overlap, cfg.patch_align)
+            job = PatchJob(grid, pad_to_canvas(y1, grid), pad_to_canvas(y2, grid), self.contract,
+                           Stitcher(grid, MODEL_CHANNELS))
+        else:
+            job = WholeTileJob(y1, y2, self.contract)
         await self.batcher.run_job(job)
         stitched = time.perf_counter()
         fused = await asyncio.to_thread(self._finish, job, y1.dtype, channels, encoding)
@@ -136,8 +144,8 @@ class Pipeline:
         return DecodedPair(shot_a, shot_b, brenner(shot_a), brenner(shot_b))
 
     @staticmethod
-    def _finish(job: PatchJob, dtype, channels: int, encoding: int) -> pb.Image:
-        return encode_image(job.stitcher.result(dtype, channels), encoding)
+    def _finish(job: TileJob, dtype, channels: int, encoding: int) -> pb.Image:
+        return encode_image(job.result(dtype, channels), encoding)
 
     # ---- FindFocus ---------------------------------------------------------------------------
 
@@ -180,7 +188,8 @@ class Pipeline:
             limits=pb.Limits(max_tile_width=cfg.max_tile_width, max_tile_height=cfg.max_tile_height,
                              max_batch_size=self.batcher.max_batch, max_message_bytes=cfg.max_message_bytes,
                              max_concurrent_streams=cfg.max_streams),
-            patch_size=cfg.patch_size, patch_overlap=cfg.patch_overlap, model_metadata=metadata)
+            patch_size=self.patch_side, patch_overlap=cfg.patch_overlap if self.patch_side else 0,
+            model_metadata=metadata)
 
 
 def _floats(text: str) -> list[float]:
