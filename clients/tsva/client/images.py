@@ -104,10 +104,11 @@ def _decode_raw(img: pb.Image, field: str) -> np.ndarray:
             raise ImageError(f"{field}.pixel_type: not set (UINT8 or UINT16)")
         raise ImageError(f"{field}.pixel_type: unknown value {img.pixel_type} (UINT8 or UINT16)")
     expected = width * height * channels * dtype.itemsize
-    if len(img.data) != expected:
-        raise ImageError(f"{field}.data: {len(img.data)} bytes, expected {expected} for "
+    data = img.data  # each read of a bytes field copies it out of the message (upb): read once
+    if len(data) != expected:
+        raise ImageError(f"{field}.data: {len(data)} bytes, expected {expected} for "
                          f"{width}x{height}x{channels} {dtype.name}")
-    return np.frombuffer(img.data, dtype=dtype).reshape(height, width, channels)
+    return np.frombuffer(data, dtype=dtype).reshape(height, width, channels)
 
 
 # Pillow modes of a PNG -> (bands decoded, bytes per sample); anything else is refused unopened.
