@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from tsva.server import security
+from tsva.server import memory, security
 from tsva.server.backends import create_backend
 from tsva.server.backends.base import Backend
 from tsva.server.backends.embedded import ModelLoadError, read_model_metadata
@@ -97,6 +97,7 @@ async def serve(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    memory.configure()  # large buffers unmapped when freed: RSS comes back after a burst
     metrics = Metrics()
     backend = create_backend(config, metrics)
     try:

@@ -28,9 +28,19 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 )
 
 
+QUOTED_ID_CHARS = 64  # ids are quoted in messages cut to this (a message travels as metadata)
+
+
+def quote_id(tile_id: str) -> str:
+    """`tile_id` quoted for a message: in full when short, else its start and its length."""
+    if len(tile_id) <= QUOTED_ID_CHARS:
+        return repr(tile_id)
+    return f"{tile_id[:QUOTED_ID_CHARS]!r}... ({len(tile_id.encode('utf-8', errors='replace'))} bytes)"
+
+
 def status_of(exc: BaseException, tile_id: str | None = None) -> tuple[grpc.StatusCode, str]:
     """(status code, message) for `exc`; the message names the tile when there is one."""
-    where = f"tile {tile_id!r}: " if tile_id is not None else ""
+    where = f"tile {quote_id(tile_id)}: " if tile_id is not None else ""
     for kind, code in _CODES:
         if isinstance(exc, kind):
             return code, where + (str(exc) or code.name.lower())

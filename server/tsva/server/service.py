@@ -1,9 +1,11 @@
 """The grpc.aio servicer of tsva.v1.VirtualAutofocus: a thin translation to the pipeline.
 
-Status codes come from errors.status_of only. FuseTiles answers every request exactly once (a fused
-tile or a per-tile error), out of order, with at most `stream_window` tiles of a stream in work:
-the stream is not read further until one finishes (and a gateway-wide tile slot is free), so gRPC
-flow control pushes back on the client.
+Status codes come from errors.status_of only. Requests arrive as bytes and are parsed here
+(tsva.server.wire), so a message that does not parse is answered INVALID_ARGUMENT like any other bad
+request. FuseTiles answers every request exactly once (a fused tile or a per-tile error), out of
+order, with at most `stream_window` tiles of a stream between being read and their reply being
+handed to gRPC: the stream is not read further until a reply has been taken by gRPC flow control
+(and a gateway-wide tile slot is free), so a client that stops reading stops the gateway reading.
 """
 from __future__ import annotations
 
@@ -14,31 +16,62 @@ import grpc
 
 from tsva.server.config import Config
 from tsva.server.errors import Overloaded, outcome_label, status_of
+from tsva.server.memory import IdleTrimmer
 from tsva.server.metrics import Metrics
 from tsva.server.pipeline import Pipeline
+from tsva.server.wire import RequestError, cut_id, parse
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 _END = object()
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VirtualAutofocus"].full_name
+
+
+def add_service(service: "VirtualAutofocusService", server: grpc.aio.Server) -> None:
+    """Registers `service` like the generated add_VirtualAutofocusServicer_to_server, but with
+    requests handed over as bytes (no request_deserializer): each method parses its own."""
+    handlers = {
+        "FuseTiles": grpc.stream_stream_rpc_method_handler(
+            service.FuseTiles, response_serializer=pb.FuseResponse.SerializeToString),
+        "Fuse": grpc.unary_unary_rpc_method_handler(
+            service.Fuse, response_serializer=pb.FuseResponse.SerializeToString),
+        "FindFocus": grpc.unary_unary_rpc_method_handler(
+            service.FindFocus, response_serializer=pb.FindFocusResponse.SerializeToString),
+        "GetInfo": grpc.unary_unary_rpc_method_handler(
+            service.GetInfo, response_serializer=pb.GetInfoResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def _ids_of(exc: BaseException, request) -> tuple[str, str]:
+    """(tile_id, slide_id) to answer with: what could be recovered of an unusable request."""
+    if isinstance(exc, RequestError):
+        return exc.tile_id, exc.slide_id
+    return getattr(request, "tile_id", ""), getattr(request, "slide_id", "")
 
 
 class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
     def __init__(self, config: Config, pipeline: Pipeline, metrics: Metrics, metadata: dict[str, str]):
         self.config, self.pipeline, self.metrics, self.metadata = config, pipeline, metrics, metadata
         self._streams = 0
+        self._trimmer = IdleTrimmer()  # gives a burst's memory back once no tile is in work
 
     def _count(self, code: grpc.StatusCode | None) -> None:
         self.metrics.tiles.labels(outcome_label(code)).inc()
 
-    async def Fuse(self, request: pb.FuseRequest, context: grpc.aio.ServicerContext) -> pb.FuseResponse:
+    async def Fuse(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.FuseResponse:
+        request = None
         try:
-            response = await self.pipeline.fuse(request)
+            with self._trimmer.working():
+                request = parse(raw, pb.FuseRequest)
+                response = await self.pipeline.fuse(request)
         except asyncio.CancelledError:
             self._count(_cancel_code(context))
             raise
         except Exception as exc:
-            code, message = status_of(exc, request.tile_id)
+            code, message = status_of(exc, _ids_of(exc, request)[0])
             self._count(code)
             await context.abort(code, message)
         self._count(None)
@@ -52,29 +85,34 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
         self._streams += 1
         self.metrics.inflight_streams.inc()
         results: asyncio.Queue = asyncio.Queue()
+        # A window place is taken before a request is read on and given back only once its reply
+        # has been handed to gRPC (below, after the yield): unread replies stop the reading.
         window = asyncio.Semaphore(self.config.stream_window)
         tiles: set[asyncio.Task] = set()
 
-        async def handle(request: pb.FuseRequest, slot) -> None:
+        async def handle(raw: bytes, slot) -> None:
+            request = None
             try:
-                response = await self.pipeline.fuse(request, slot=slot)
+                with self._trimmer.working():
+                    request = parse(raw, pb.FuseRequest)
+                    response = await self.pipeline.fuse(request, slot=slot)
                 self._count(None)
             except asyncio.CancelledError:
                 self._count(_cancel_code(context))
                 raise
             except Exception as exc:
-                code, message = status_of(exc, request.tile_id)
+                tile_id, slide_id = _ids_of(exc, request)
+                code, message = status_of(exc, tile_id)
                 self._count(code)
                 response = pb.FuseResponse(
-                    tile_id=request.tile_id, slide_id=request.slide_id, position=request.position,
+                    tile_id=cut_id(tile_id), slide_id=cut_id(slide_id),
+                    position=request.position if request is not None else None,
                     error=pb.TileError(code=code.value[0], status=code.name, message=message))
-            finally:
-                window.release()
             results.put_nowait(response)
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
+                async for raw in request_iterator:
                     # Hold this request (and read no further) until the stream's window and a
                     # gateway-wide tile slot are free: at most one waiting request per stream.
                     await window.acquire()
@@ -83,7 +121,7 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
                     except BaseException:
                         window.release()
                         raise
-                    task = asyncio.create_task(handle(request, slot))
+                    task = asyncio.create_task(handle(raw, slot))
                     task.add_done_callback(lambda _, slot=slot: slot.release())
                     tiles.add(task)
                     task.add_done_callback(tiles.discard)
@@ -103,7 +141,8 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
                     break
                 if isinstance(item, Exception):
                     raise item
-                yield item
+                yield item  # resumes once gRPC has taken the message (its write completed)
+                window.release()
         finally:
             reader.cancel()
             for task in list(tiles):
@@ -112,14 +151,18 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
             self._streams -= 1
             self.metrics.inflight_streams.dec()
 
-    async def FindFocus(self, request: pb.FindFocusRequest, context: grpc.aio.ServicerContext):
+    async def FindFocus(self, raw: bytes, context: grpc.aio.ServicerContext):
+        request = None
         try:
+            request = parse(raw, pb.FindFocusRequest)
             return await self.pipeline.find_focus(request)
         except Exception as exc:
-            await context.abort(*status_of(exc, request.tile_id or None))
+            tile_id = _ids_of(exc, request)[0]
+            await context.abort(*status_of(exc, tile_id or None))
 
-    async def GetInfo(self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext):
+    async def GetInfo(self, raw: bytes, context: grpc.aio.ServicerContext):
         try:
+            parse(raw, pb.GetInfoRequest)
             return self.pipeline.info(self.metadata)
         except Exception as exc:
             await context.abort(*status_of(exc))
