@@ -4,11 +4,15 @@ Wraps a float32-contract ONNX model (y1, y2 -> x, float32 NCHW in [0, 1]) into o
 the shots as the scanner delivers them, uint8 or uint16 NHWC [N, H, W, 3], and returns the
 fused tile the same way. The wrapper's nodes run on the serving device with the network:
 
-    y (uintK NHWC) -> Transpose to NCHW -> Cast float32 -> Mul 1/max  -> network
-    network -> Clip [0, 1] -> Mul max -> Round (half to even) -> Cast uintK -> Transpose to NHWC -> x
+    y (uintK NHWC, any H x W >= 16) -> mirror-pad H, W to multiples of 16 -> Transpose to NCHW
+      -> Cast float32 -> Mul 1/max -> network
+    network -> crop to H x W -> Clip [0, 1] -> Mul max -> Round (half to even) -> Cast uintK
+      -> Transpose to NHWC -> x
 
-These are the very operations the gateway does on the float32 path (the same float32 scale
-constant, np.rint's rounding), so the fused pixels agree with it. Between gateway and backend a
+These are the very operations the gateway does on the float32 path (symmetric padding at the
+bottom/right, the same float32 scale constant, np.rint's rounding), so the fused pixels agree
+with it; and the gateway sends a tile's pixels as they arrived, unpadded (metadata
+io.size_multiple = 1, io.min_size = 16: only smaller tiles are padded by the gateway). Between gateway and backend a
 pixel then costs 3 + 3 bytes in and 3 out (uint8) instead of 12 + 12 and 12.
 
 Also writes the Triton model directory of such a model (`pixel_triton_config`): ONNX Runtime
@@ -26,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 INPUTS = ("y1", "y2")
 OUTPUT = "x"
 CHANNELS = 3
+SIZE_MULTIPLE = 16  # the network's total stride: the graph pads to it (mirror) and crops back
 IO_TYPES = {"uint8": TensorProto.UINT8, "uint16": TensorProto.UINT16}
 _TRITON_TYPES = {"uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16"}
 
@@ -62,15 +67,50 @@ def wrap_pixel_io(model: onnx.ModelProto, io: str) -> onnx.ModelProto:
         numpy_helper.from_array(np.array(np.float32(0.0)), "tsva_io_zero"),
         numpy_helper.from_array(np.array(np.float32(1.0)), "tsva_io_one"),
     ])
-    pre = []
-    for name in INPUTS:
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([1], np.int64), "tsva_io_axis_h"),
+        numpy_helper.from_array(np.array([2], np.int64), "tsva_io_axis_w"),
+        numpy_helper.from_array(np.array([SIZE_MULTIPLE], np.int64), "tsva_io_multiple"),
+        numpy_helper.from_array(np.array([-1], np.int64), "tsva_io_minus_one"),
+        numpy_helper.from_array(np.array([0, 0], np.int64), "tsva_io_origin"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "tsva_io_axes_hw"),
+    ])
+    pre = [helper.make_node("Shape", [INPUTS[0]], ["tsva_io_shape"], name="tsva_io_shape")]
+    for axis in ("h", "w"):
+        # pad = (16 - side % 16) % 16; the slice end -1 - pad takes the last `pad` rows reversed.
         pre += [
-            helper.make_node("Transpose", [name], [f"{name}_nchw"], perm=[0, 3, 1, 2], name=f"tsva_io_{name}_nchw"),
+            helper.make_node("Gather", ["tsva_io_shape", f"tsva_io_axis_{axis}"], [f"tsva_io_{axis}"], axis=0,
+                             name=f"tsva_io_{axis}"),
+            helper.make_node("Mod", [f"tsva_io_{axis}", "tsva_io_multiple"], [f"tsva_io_{axis}_rem"],
+                             name=f"tsva_io_{axis}_rem"),
+            helper.make_node("Sub", ["tsva_io_multiple", f"tsva_io_{axis}_rem"], [f"tsva_io_{axis}_gap"],
+                             name=f"tsva_io_{axis}_gap"),
+            helper.make_node("Mod", [f"tsva_io_{axis}_gap", "tsva_io_multiple"], [f"tsva_io_{axis}_pad"],
+                             name=f"tsva_io_{axis}_pad"),
+            helper.make_node("Sub", ["tsva_io_minus_one", f"tsva_io_{axis}_pad"], [f"tsva_io_{axis}_end"],
+                             name=f"tsva_io_{axis}_end"),
+        ]
+    for name in INPUTS:
+        padded = name
+        for axis in ("h", "w"):  # symmetric padding at the bottom, then at the right, as the gateway pads
+            pre += [
+                helper.make_node("Slice", [padded, "tsva_io_minus_one", f"tsva_io_{axis}_end", f"tsva_io_axis_{axis}",
+                                           "tsva_io_minus_one"], [f"{name}_mirror_{axis}"],
+                                 name=f"tsva_io_{name}_mirror_{axis}"),
+                helper.make_node("Concat", [padded, f"{name}_mirror_{axis}"], [f"{name}_pad_{axis}"],
+                                 axis=1 if axis == "h" else 2, name=f"tsva_io_{name}_pad_{axis}"),
+            ]
+            padded = f"{name}_pad_{axis}"
+        pre += [
+            helper.make_node("Transpose", [padded], [f"{name}_nchw"], perm=[0, 3, 1, 2], name=f"tsva_io_{name}_nchw"),
             helper.make_node("Cast", [f"{name}_nchw"], [f"{name}_cast"], to=TensorProto.FLOAT, name=f"tsva_io_{name}_cast"),
             helper.make_node("Mul", [f"{name}_cast", "tsva_io_scale"], [inner[name]], name=f"tsva_io_{name}_scale"),
         ]
     post = [
-        helper.make_node("Clip", [inner[OUTPUT], "tsva_io_zero", "tsva_io_one"], ["x_clip"], name="tsva_io_clip"),
+        helper.make_node("Concat", ["tsva_io_h", "tsva_io_w"], ["tsva_io_hw"], axis=0, name="tsva_io_hw"),
+        helper.make_node("Slice", [inner[OUTPUT], "tsva_io_origin", "tsva_io_hw", "tsva_io_axes_hw"], ["x_crop"],
+                         name="tsva_io_crop"),
+        helper.make_node("Clip", ["x_crop", "tsva_io_zero", "tsva_io_one"], ["x_clip"], name="tsva_io_clip"),
         helper.make_node("Mul", ["x_clip", "tsva_io_peak"], ["x_peak"], name="tsva_io_peak"),
         helper.make_node("Round", ["x_peak"], ["x_round"], name="tsva_io_round"),
         helper.make_node("Cast", ["x_round"], ["x_nchw"], to=elem, name="tsva_io_cast"),
@@ -87,7 +127,8 @@ def wrap_pixel_io(model: onnx.ModelProto, io: str) -> onnx.ModelProto:
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(OUTPUT, elem, shape))
     metadata = {p.key: p for p in model.metadata_props}
-    for key, value in (("io.contract", f"{io}-nhwc"), ("io.size_multiple", "16")):
+    for key, value in (("io.contract", f"{io}-nhwc"), ("io.size_multiple", "1"),
+                       ("io.min_size", str(SIZE_MULTIPLE))):
         if key in metadata:
             metadata[key].value = value
         else:
@@ -147,6 +188,9 @@ def pixel_triton_config(model_name: str, io: str, *, max_batch_size: int = 8, in
         "  }",
         "}",
         f"instance_group [ {{ count: {instances}, kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
+        "# Read by the gateway (Triton does not expose the ONNX metadata): the graph pads to 16 itself.",
+        'parameters { key: "io.size_multiple", value: { string_value: "1" } }',
+        f'parameters {{ key: "io.min_size", value: {{ string_value: "{SIZE_MULTIPLE}" }} }}',
     ]
     if gpu:
         lines += [

@@ -8,9 +8,11 @@ Two contracts exist, told apart by the inputs' element type and shape:
   graph, so the gateway sends the shots' own pixels and gets the fused tile's own pixels back
   (1 + 1 bytes per pixel and channel each way for uint8, instead of 4 + 4 + 4).
 
-H and W must be multiples of `size_multiple` (the network's total stride, 16) in both. The
-gateway pads tiles to it (mirror), so every conversion between tiles and model tensors lives
-here: `write_item` (tile -> one batch item), `item_to_float` (one output item -> CHW float for
+H and W must be multiples of `size_multiple` (the network's total stride, 16), unless the model's
+metadata (or Triton config parameters) say otherwise: a pixel-typed export pads inside its graph
+(io.size_multiple = 1, io.min_size = 16), so whole tiles go to it as they arrived. The gateway
+pads tiles (mirror) to what the contract asks, and every conversion between tiles and model
+tensors lives here: `write_item` (tile -> one batch item), `item_to_float` (one output item -> CHW float for
 stitching) and `item_to_pixels` (one output item -> the fused tile).
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ModelContract:
     layout: str                      # "NCHW" (float32) or "NHWC" (pixel-typed)
     channels: int = MODEL_CHANNELS
     size_multiple: int = SIZE_MULTIPLE
+    min_size: int = 1                # smallest H and W the model takes
     inputs: tuple[str, str] = (INPUT_Y1, INPUT_Y2)
     output: str = OUTPUT_X
 
@@ -77,10 +80,15 @@ class ModelContract:
         """(height, width) of an item of `shape`."""
         return (shape[1], shape[2]) if self.layout == "NCHW" else (shape[0], shape[1])
 
+    def canvas_size(self, height: int, width: int) -> tuple[int, int]:
+        """The H x W the model is fed for a height x width tile (padded up as the contract asks)."""
+        h, w = padded_size(max(height, self.min_size), max(width, self.min_size), self.size_multiple)
+        return h, w
+
     def probe(self) -> np.ndarray:
         """A smallest valid batch of zeros (readiness probes, warm-up)."""
-        m = self.size_multiple
-        return np.zeros((1, *self.item_shape(m, m)), self.pixel_type)
+        side = max(self.canvas_size(1, 1))
+        return np.zeros((1, *self.item_shape(side, side)), self.pixel_type)
 
     # ---- tiles -> model tensors ---------------------------------------------------------------
 
@@ -203,11 +211,14 @@ def contract_from_io(inputs: Mapping[str, tuple[str, Sequence]], outputs: Mappin
     channel_axis = 0 if layout == "NCHW" else 2
     if any(s[channel_axis] not in (None, MODEL_CHANNELS) for s in shapes):
         raise ContractError(f"{where} follows no model contract ({found()}); {expected}")
-    try:
-        multiple = int(metadata.get("io.size_multiple", SIZE_MULTIPLE))
-    except ValueError:
-        multiple = SIZE_MULTIPLE
-    return ModelContract(np.dtype(dtype), layout, size_multiple=max(1, multiple))
+    def number(key: str, default: int) -> int:
+        try:
+            return max(1, int(metadata.get(key, default)))
+        except ValueError:
+            return default
+
+    return ModelContract(np.dtype(dtype), layout, size_multiple=number("io.size_multiple", SIZE_MULTIPLE),
+                         min_size=number("io.min_size", 1))
 
 
 FLOAT32_CONTRACT = ModelContract(np.dtype(np.float32), "NCHW")

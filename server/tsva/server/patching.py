@@ -197,17 +197,15 @@ class PatchJob(TileJob):
 
 
 class WholeTileJob(TileJob):
-    """A whole tile as one item, padded (mirror) to the model's size multiple: no patches, no
-    blending, and no copy at all for a lone pixel-typed tile whose size is already a multiple."""
+    """A whole tile as one item, padded (mirror) as the model's contract asks: no patches, no
+    blending, and no copy at all for a lone RGB tile to a pixel-typed model that pads in its graph."""
 
     def __init__(self, y1: np.ndarray, y2: np.ndarray, contract):
         super().__init__()
-        from tsva.server.contract import padded_size
-
         self.y1, self.y2, self.contract = y1, y2, contract
         self.total = 1
         self.height, self.width = y1.shape[:2]
-        self.shape = contract.item_shape(*padded_size(self.height, self.width, contract.size_multiple))
+        self.shape = contract.item_shape(*contract.canvas_size(self.height, self.width))
         self.dtype = np.dtype(contract.pixel_type)
         self._out = None
 
