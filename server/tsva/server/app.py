@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -123,7 +124,8 @@ async def serve(config: Config) -> int:
     server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=config.max_calls, options=[
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        # Workers share the port; a lone gateway must fail on a port that is taken.
+        ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
         ("grpc.http2.bdp_probe", 0),
     ])
     add_service(VirtualAutofocusService(config, pipeline, metrics, model_metadata(config, backend)), server)
@@ -171,7 +173,13 @@ async def serve(config: Config) -> int:
 
 
 def main(config: Config) -> int:
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from tsva.server import workers
+
+    worker = os.environ.get(workers.WORKER_ENV)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s " + (
+        f"[worker {worker}] " if worker else "") + "%(name)s: %(message)s")
+    if config.workers > 1 and not worker:
+        return workers.supervise(config)
     try:
         return asyncio.run(serve(config))
     except (StartupError, ModelLoadError) as exc:

@@ -51,6 +51,8 @@ def _option(flag: str, type_: type, default, help_: str, choices=None, aliases=(
 class Config:
     host: str = _option("--host", str, "0.0.0.0", "address the gRPC server binds to")
     port: int = _option("--port", int, 50051, "gRPC port")
+    workers: int = _option("--workers", int, 1, "gateway processes sharing the gRPC port (SO_REUSEPORT), "
+                           "restarted when they die; one metrics endpoint sums them all")
     metrics_host: str = _option("--metrics-host", str, "0.0.0.0", "address of the Prometheus endpoint")
     metrics_port: int = _option("--metrics-port", int, 9464, "Prometheus /metrics HTTP port (0: off)")
     backend: str = _option("--backend", str, "embedded", "inference backend", ("embedded", "triton"))
@@ -134,6 +136,8 @@ class Config:
             (0 <= self.patch_overlap <= side - self.patch_align,
              "--patch-overlap: must be >= 0 and at most --patch-size minus --patch-align"),
             (self.max_batch >= 1, "--max-batch: must be >= 1"),
+            (self.workers >= 1 and (self.workers == 1 or self.port != 0),
+             "--workers: must be >= 1, and more than 1 needs a fixed --port (not 0)"),
             (self.max_delay_ms >= 0, "--max-delay-ms: must be >= 0"),
             (self.queue_size >= 1, "--queue-size: must be >= 1"),
             (self.backend_concurrency >= 0, "--backend-concurrency: must be >= 0"),

@@ -27,9 +27,13 @@ class Metrics:
         self.backend_latency = Histogram("tsva_backend_latency_seconds", "Backend time of one batch",
                                          buckets=BACKEND_BUCKETS, registry=registry)
         self.backend_errors = Counter("tsva_backend_errors", "Backend batches that failed", registry=registry)
-        self.queue_depth = Gauge("tsva_queue_depth", "Patches waiting for a backend batch", registry=registry)
-        self.inflight_streams = Gauge("tsva_inflight_streams", "FuseTiles streams open", registry=registry)
-        self.inflight_tiles = Gauge("tsva_inflight_tiles", "Tiles being processed", registry=registry)
+        # multiprocess_mode: how `--workers N` sums a gauge over the live workers (ignored with one).
+        self.queue_depth = Gauge("tsva_queue_depth", "Patches waiting for a backend batch", registry=registry,
+                                 multiprocess_mode="livesum")
+        self.inflight_streams = Gauge("tsva_inflight_streams", "FuseTiles streams open", registry=registry,
+                                      multiprocess_mode="livesum")
+        self.inflight_tiles = Gauge("tsva_inflight_tiles", "Tiles being processed", registry=registry,
+                                    multiprocess_mode="livesum")
         self.fused_pixels = Counter("tsva_fused_pixels", "Pixels of fused tiles returned", registry=registry)
         self.shot_order_swaps = Counter("tsva_shot_order_swaps",
                                         "Tiles whose shot_b was sharper and became Y1", registry=registry)
@@ -39,8 +43,8 @@ class Metrics:
         self.triton_shm_fallbacks = Counter(
             "tsva_triton_shm_fallbacks", "Times a shared-memory region could not be created or registered "
             "and the batches went over gRPC instead, by reason (create or register)", ["reason"], registry=registry)
-        self.backend_up = Gauge("tsva_backend_up", "1 when the backend is ready to serve, else 0",
-                                registry=registry)
+        self.backend_up = Gauge("tsva_backend_up", "1 when the backend is ready to serve (in every worker), "
+                                "else 0", registry=registry, multiprocess_mode="livemin")
         for outcome in (OK, "invalid_argument", "unavailable", "cancelled", "deadline_exceeded",
                         "resource_exhausted", "internal"):
             self.tiles.labels(outcome)  # export every outcome from the start, at 0
