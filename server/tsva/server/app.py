@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -91,6 +92,21 @@ class Health:
         await self.servicer.enter_graceful_shutdown()
 
 
+def warn_if_open(config: Config, port: int, tls: bool, metrics: Metrics) -> None:
+    """A plaintext, token-less gRPC port on a non-loopback address takes calls from anyone who can
+    reach it: say so (the container-friendly default binds 0.0.0.0) and export it as a metric."""
+    try:
+        loopback = ipaddress.ip_address(config.host).is_loopback
+    except ValueError:
+        loopback = config.host == "localhost"
+    exposed = not tls and not config.token_file and not loopback
+    metrics.open_port.set(1 if exposed else 0)
+    if exposed:
+        log.warning("the gRPC port on %s:%d is plaintext and needs no token: anyone who can reach it can "
+                    "use it. Lock it down with --token-file, --tls-cert/--tls-key (--tls-client-ca for "
+                    "mutual TLS), or bind --host 127.0.0.1 behind a proxy", config.host, port)
+
+
 async def serve(config: Config) -> int:
     """Runs until SIGTERM/SIGINT; returns the process exit status."""
     stop = asyncio.Event()
@@ -155,6 +171,7 @@ async def serve(config: Config) -> int:
              "TLS" if credentials else "plaintext", info.name, info.version, backend.name, info.contract.name,
              f"{pipeline.patch_side}-px patches" if pipeline.patch_side else "whole tiles",
              f"; metrics on http://{config.metrics_host}:{config.metrics_port}/metrics" if metrics_server else "")
+    warn_if_open(config, port, bool(credentials), metrics)
     await stop.wait()
 
     log.info("shutting down: finishing in-flight work for up to %.0f s", config.grace_s)

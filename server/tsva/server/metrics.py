@@ -45,6 +45,9 @@ class Metrics:
             "and the batches went over gRPC instead, by reason (create or register)", ["reason"], registry=registry)
         self.backend_up = Gauge("tsva_backend_up", "1 when the backend is ready to serve (in every worker), "
                                 "else 0", registry=registry, multiprocess_mode="livemin")
+        self.open_port = Gauge("tsva_plaintext_open_port", "1 when the gRPC port is plaintext, token-less and "
+                               "bound to a non-loopback address (see the start-up WARNING), else 0",
+                               registry=registry, multiprocess_mode="livemax")
         for outcome in (OK, "invalid_argument", "unavailable", "cancelled", "deadline_exceeded",
                         "resource_exhausted", "internal"):
             self.tiles.labels(outcome)  # export every outcome from the start, at 0
