@@ -25,31 +25,50 @@ def luminance(image: np.ndarray) -> np.ndarray:
     return (_luminance_milli(image) / np.float32(1000)).astype(np.float32)
 
 
-def _luminance_milli(image: np.ndarray) -> np.ndarray:
+def _luminance_milli(image: np.ndarray, out: np.ndarray | None = None, tmp: np.ndarray | None = None) -> np.ndarray:
     """1000 x the luminance of an H x W x 3 integer image, exactly, as int32 (no float copy)."""
-    lum = np.multiply(image[:, :, 0], _LUMA_MILLI[0], dtype=np.int32)
-    lum += np.multiply(image[:, :, 1], _LUMA_MILLI[1], dtype=np.int32)
-    lum += np.multiply(image[:, :, 2], _LUMA_MILLI[2], dtype=np.int32)
+    shape = image.shape[:2]
+    lum = np.empty(shape, np.int32) if out is None else out
+    tmp = np.empty(shape, np.int32) if tmp is None else tmp
+    np.multiply(image[:, :, 0], _LUMA_MILLI[0], out=lum, dtype=np.int32)
+    np.multiply(image[:, :, 1], _LUMA_MILLI[1], out=tmp, dtype=np.int32)
+    lum += tmp
+    np.multiply(image[:, :, 2], _LUMA_MILLI[2], out=tmp, dtype=np.int32)
+    lum += tmp
     return lum
+
+
+_ROWS = 64  # rows per step: the int32 temporaries (~1 MB for 1224 px) stay in the CPU's cache
 
 
 def brenner(image: np.ndarray) -> float:
     """Brenner gradient of `image` (luminance, horizontal step 2). 0.0 for images narrower than 3.
 
     Integer images are scored in integer arithmetic: differences of the exact 1000 x luminance
-    (int32), their squares summed in float64 (a 4096x4096 uint16 tile's sum exceeds int64)."""
+    (int32), their squares summed in float64 (a 4096x4096 uint16 tile's sum exceeds int64), a
+    band of rows at a time (twice as fast as whole-tile temporaries that spill out of the cache)."""
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if not np.issubdtype(image.dtype, np.integer):
         lum = luminance(image)
         diff = lum[:, 2:] - lum[:, :-2]
         return float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
-    if image.ndim == 2:
-        lum, divisor = image, 1.0
-    else:
-        lum, divisor = _luminance_milli(image), 1e6  # (1000 L)^2 = 1e6 L^2
-    diff = np.subtract(lum[:, 2:], lum[:, :-2], dtype=np.int32)
-    return float(np.einsum("ij,ij->", diff, diff, dtype=np.float64)) / divisor
+    height, width = image.shape[:2]
+    if width < 3:
+        return 0.0
+    rows = min(_ROWS, height)
+    colour = image.ndim == 3
+    lum, tmp = (np.empty((rows, width), np.int32) for _ in range(2)) if colour else (None, None)
+    diff = np.empty((rows, width - 2), np.int32)
+    total = 0.0
+    for top in range(0, height, rows):
+        band = image[top:top + rows]
+        n = len(band)
+        values = _luminance_milli(band, lum[:n], tmp[:n]) if colour else band
+        d = diff[:n]
+        np.subtract(values[:, 2:], values[:, :-2], out=d, dtype=np.int32)
+        total += float(np.einsum("ij,ij->", d, d, dtype=np.float64))
+    return total / 1e6 if colour else total  # (1000 L)^2 = 1e6 L^2
 
 
 def refine_peak(z: np.ndarray, scores: np.ndarray, best: int) -> float:
