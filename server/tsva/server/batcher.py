@@ -192,6 +192,8 @@ class MicroBatcher:
             if self.metrics:
                 self.metrics.batch_size.observe(n)
                 self.metrics.backend_latency.observe(elapsed)
+                self.metrics.backend_bytes.labels("sent").inc(y1.nbytes + y2.nbytes)
+                self.metrics.backend_bytes.labels("received").inc(out.nbytes)
             live = [(job, i, k) for k, (job, i) in enumerate(entries) if not job.future.done()]
             await loop.run_in_executor(self._numpy, _put, live, out)
             for job in {job for job, _, _ in live}:

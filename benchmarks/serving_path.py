@@ -1,0 +1,156 @@
+"""The gateway's serving path with a model that costs nothing: gateway CPU per fused megapixel and
+bytes per fused pixel between gateway and backend, for the float32 patch path (before) against the
+pixel-typed whole-tile path (after), in one run.
+
+An identity ONNX model (output = input y1) is made in both contracts (float32 NCHW; uint8 NHWC),
+each is served by `tsva serve` on loopback (embedded backend, --max-batch 48) and loaded with
+
+    tsva loadtest --concurrency 4 --window 2 --encoding raw --gateway-pid PID   (1224x1024 RGB uint8)
+
+- gateway CPU ms per fused MP = gateway CPU seconds / fused megapixels answered (loadtest samples
+  the process's CPU from /proc during the measured level), target <= 10 on the pixel-typed path;
+- bytes per fused pixel = model tensor bytes the gateway sent to and received from the backend
+  (tsva_backend_tensor_bytes_total, both directions) / fused pixels (tsva_fused_pixels_total),
+  target <= 9.
+
+The machine's load average is printed beside the figures: on shared cores compare the paths
+within one run. Usage:
+    python benchmarks/serving_path.py [--duration 15] [--warmup 3] [--json]
+        [--paths float32-patch,float32-tile,uint8-tile]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import start_gateway  # noqa: E402
+
+PATHS = {
+    # name: (model I/O, --patch-size)
+    "float32-patch": ("float32", "224"),
+    "float32-tile": ("float32", "tile"),
+    "uint8-tile": ("uint8", "tile"),
+    "uint8-patch": ("uint8", "224"),
+}
+DEFAULT_PATHS = "float32-patch,uint8-tile"
+TARGET_MS_PER_MP, TARGET_BYTES_PER_PIXEL = 10.0, 9.0
+
+
+def identity_model(path: Path, io: str) -> Path:
+    """x = y1 in the float32 NCHW contract or the uint8 NHWC one (which takes any tile size:
+    io.size_multiple 1, like a pixel-typed export that pads inside its graph)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    elem = {"float32": TensorProto.FLOAT, "uint8": TensorProto.UINT8}[io]
+    shape = ["batch", 3, "height", "width"] if io == "float32" else ["batch", "height", "width", 3]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["y1"], ["x"])], f"identity_{io}",
+        [helper.make_tensor_value_info(n, elem, shape) for n in ("y1", "y2")],
+        [helper.make_tensor_value_info("x", elem, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"model_name": f"identity_{io}", "model_version": "1",
+                       **({"io.size_multiple": "1"} if io != "float32" else {})}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def scrape(metrics_url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values = {"bytes": 0.0, "pixels": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tsva_backend_tensor_bytes_total":
+                values["bytes"] += sample.value
+            elif sample.name == "tsva_fused_pixels_total":
+                values["pixels"] += sample.value
+    return values
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def measure(name: str, model: Path, patch_size: str, args) -> dict:
+    with start_gateway(model, patch_size=patch_size, patch_overlap=64, max_batch=48) as gw:
+        before = scrape(gw.metrics_url)
+        command = [sys.executable, "-m", "tsva.client.cli", "loadtest", "--server", gw.address,
+                   "--concurrency", "4", "--window", "2", "--encoding", "raw", "--gateway-pid", str(gw.process.pid),
+                   "--duration", str(args.duration), "--warmup", str(args.warmup), "--json"]
+        load_before = loadavg()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
+        if done.returncode not in (0, 1):
+            raise RuntimeError(f"loadtest failed ({done.returncode}): {done.stderr[-2000:]}")
+        report = json.loads(done.stdout)
+        after = scrape(gw.metrics_url)
+    cpu_percent = (report.get("gateway") or {}).get("cpu_percent")
+    mp_per_s = report["fused_mp_per_s"]
+    pixels = after["pixels"] - before["pixels"]
+    return {
+        "path": name, "patch_size": patch_size, "model_io": PATHS[name][0],
+        "tiles_per_s": report["throughput"], "fused_mp_per_s": mp_per_s,
+        "gateway_cpu_percent": cpu_percent,
+        "gateway_cpu_ms_per_mp": round(10.0 * cpu_percent / mp_per_s, 2) if cpu_percent and mp_per_s else None,
+        "bytes_per_fused_pixel": round((after["bytes"] - before["bytes"]) / pixels, 2) if pixels else None,
+        "p50_ms": report["p50"], "errors": report["error_count"], "ok": report["ok"],
+        "rss_mb_peak": (report.get("gateway") or {}).get("rss_mb_peak"),
+        "loadavg_before": load_before, "loadavg_after": loadavg(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per path")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--paths", default=DEFAULT_PATHS, help=f"comma-separated, of {', '.join(PATHS)}")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.paths.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PATHS]
+    if unknown:
+        parser.error(f"--paths: unknown {', '.join(unknown)}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tsva-serving-path-") as tmp:
+        models = {io: identity_model(Path(tmp) / f"identity_{io}.onnx", io) for io in ("float32", "uint8")}
+        for name in names:
+            io, patch = PATHS[name]
+            results.append(measure(name, models[io], patch, args))
+            if not args.json:
+                r = results[-1]
+                print(f"{name:14s} patch {patch:>4s}: {r['fused_mp_per_s']:6.2f} MP/s, gateway CPU "
+                      f"{r['gateway_cpu_percent']} % = {r['gateway_cpu_ms_per_mp']} ms/MP, "
+                      f"{r['bytes_per_fused_pixel']} bytes/fused px to+from the backend, p50 {r['p50_ms']} ms, "
+                      f"{r['errors']} errors (load {r['loadavg_before']} -> {r['loadavg_after']})", flush=True)
+    summary = {"paths": results, "targets": {"gateway_cpu_ms_per_mp": TARGET_MS_PER_MP,
+                                             "bytes_per_fused_pixel": TARGET_BYTES_PER_PIXEL}}
+    by = {r["path"]: r for r in results}
+    if "float32-patch" in by and "uint8-tile" in by:
+        before, after = by["float32-patch"], by["uint8-tile"]
+        summary["cpu_ratio"] = (round(before["gateway_cpu_ms_per_mp"] / after["gateway_cpu_ms_per_mp"], 2)
+                                if before["gateway_cpu_ms_per_mp"] and after["gateway_cpu_ms_per_mp"] else None)
+        if not args.json:
+            print(f"pixel-typed whole tiles vs float32 patches: gateway CPU {before['gateway_cpu_ms_per_mp']} -> "
+                  f"{after['gateway_cpu_ms_per_mp']} ms/MP (target <= {TARGET_MS_PER_MP:g}), "
+                  f"{before['bytes_per_fused_pixel']} -> {after['bytes_per_fused_pixel']} bytes/fused px "
+                  f"(target <= {TARGET_BYTES_PER_PIXEL:g})")
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    return 0 if all(r["errors"] == 0 and r["ok"] > 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
