@@ -27,6 +27,9 @@ class Metrics:
         self.backend_latency = Histogram("tsva_backend_latency_seconds", "Backend time of one batch",
                                          buckets=BACKEND_BUCKETS, registry=registry)
         self.backend_errors = Counter("tsva_backend_errors", "Backend batches that failed", registry=registry)
+        self.backend_bytes = Counter("tsva_backend_tensor_bytes", "Bytes of model tensors between the gateway "
+                                     "and the backend, by direction (sent: y1 and y2, received: x)", ["direction"],
+                                     registry=registry)
         # multiprocess_mode: how `--workers N` sums a gauge over the live workers (ignored with one).
         self.queue_depth = Gauge("tsva_queue_depth", "Patches waiting for a backend batch", registry=registry,
                                  multiprocess_mode="livesum")
