@@ -6,7 +6,9 @@
 - a Triton that does not share /dev/shm with the gateway (its own /dev/shm in a private mount
   namespace, as two containers of a pod without a shared memory volume): registration fails, the
   gateway says so, counts it in tsva_triton_shm_fallbacks_total and sends the same tiles over gRPC;
-- a restarted Triton has forgotten the registrations: the gateway registers again and goes on.
+- a restarted Triton has forgotten the registrations: the gateway registers again and goes on;
+- `--workers 2`, one worker SIGKILLed: its regions leave /dev/shm, and the restarted worker
+  unregisters them from Triton (which would otherwise keep them mapped).
 
 The model is the pointwise tiny model (x = 0.75 y1 + 0.25 y2, clipped), so a swapped or misplaced
 tensor changes the tile. Tiles are compared to 1 LSB: ONNX Runtime's float result of a patch can
@@ -14,7 +16,9 @@ differ in the last bit with its place in the batch, which flips a rounding now a
 """
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -170,3 +174,27 @@ def test_restarted_triton_is_registered_again(model, expected, tmp_path):
             assert metric(gw.metrics_url, "tsva_tiles_total", outcome="ok") == 4 * len(SIZES) + 1
     finally:
         triton.close()
+
+
+def test_killed_workers_regions_are_unregistered(triton, model, expected):
+    from test_workers import fuse_on_new_connection, wait_for_workers
+
+    pair = pairs()[1]
+    with start_gateway(model, triton_urls=triton.url, triton_shared_memory="system", workers=2, **FLAGS) as gw:
+        pids = wait_for_workers(gw, 2)
+        for i in range(12):  # connections of their own: both workers get batches
+            fuse_on_new_connection(gw.address, f"w{i}", pair)
+        owners = {int(name.split("_")[1]) for name in registered_regions(triton.url)}
+        assert owners == set(pids), (owners, pids)
+        victim = pids[0]
+        os.kill(victim, signal.SIGKILL)
+        new = wait_for_workers(gw, 2, not_in=[victim])
+        deadline = time.monotonic() + 30
+        while victim in {int(name.split("_")[1]) for name in registered_regions(triton.url)}:
+            assert time.monotonic() < deadline, f"regions of the killed worker still registered: {registered_regions(triton.url)}"
+            fuse_on_new_connection(gw.address, "again", pair)
+        assert not list(Path("/dev/shm").glob(f"tsva_{victim}_*"))
+        got = decode_image(fuse_on_new_connection(gw.address, "last", pair).fused)
+        assert same_tile(got, expected[1])
+        assert set(new) >= {p for p in pids if p != victim}
+    assert not [name for name in registered_regions(triton.url) if name.startswith("tsva_")]

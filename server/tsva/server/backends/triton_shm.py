@@ -186,6 +186,7 @@ class ShmPool:
         self._all: list[_Region] = []
         self._retired: list[_Region] = []  # never reused; unregistered and unlinked at the next acquire
         self._names = itertools.count()
+        self._swept: set[str] = set()  # endpoints cleared of dead gateways' regions
 
     async def _acquire(self, nbytes: int, ep) -> _Region:
         while self._retired:
@@ -200,6 +201,9 @@ class ShmPool:
             region = self.regions.create(f"{self.regions.prefix}{next(self._names)}", _region_size(nbytes))
             self._all.append(region)
         if ep.url not in region.registered:
+            if ep.url not in self._swept:
+                self._swept.add(ep.url)
+                await self._unregister_stale(ep)
             try:
                 await self.regions.register(ep.client, region, self.register_timeout_s)
             except Exception as exc:
@@ -306,8 +310,26 @@ class ShmPool:
 
     def forget(self, url: str) -> None:
         """The endpoint lost its registrations (Triton restarted): register again on next use."""
+        self._swept.discard(url)
         for region in self._all:
             region.registered.pop(url, None)
+
+    async def _unregister_stale(self, ep) -> None:
+        """Unregisters regions of gateway processes that are gone: a killed worker cannot unregister
+        its own, and Triton would keep them mapped. A region is stale when its /dev/shm file is
+        gone (a live gateway keeps its files until it unregisters them). Best effort."""
+        if self.kind != "system":
+            return
+        try:
+            status = await ep.client.get_system_shared_memory_status(as_json=True,
+                                                                     client_timeout=self.register_timeout_s)
+            for region in (status.get("regions") or {}).values():
+                name, key = region.get("name", ""), region.get("key", "").lstrip("/")
+                if name.startswith("tsva_") and key and not os.path.exists(f"/dev/shm/{key}"):
+                    await ep.client.unregister_system_shared_memory(name, client_timeout=self.register_timeout_s)
+                    log.info("Triton %s: unregistered %s, a region of a gateway process that is gone", ep.url, name)
+        except Exception as exc:
+            log.debug("Triton %s: stale region check failed: %s", ep.url, exc)
 
     async def close(self) -> None:
         """Unregisters and unlinks every region (call before the endpoints' clients close)."""
