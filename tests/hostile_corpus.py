@@ -30,14 +30,18 @@ def _ihdr(width: int, height: int, depth: int, colour: int) -> bytes:
     return struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
 
 
-def _zeros_deflated(size: int, block: int = 1 << 24) -> bytes:
-    """zlib stream of `size` zero bytes, compressed block by block (no large buffer)."""
-    comp, parts, zeros = zlib.compressobj(9), [], bytes(min(size, block))
-    while size > 0:
-        parts.append(comp.compress(zeros[:min(size, block)]))
-        size -= block
-    parts.append(comp.flush())
-    return b"".join(parts)
+def _zeros_deflated(size: int, block: int = 1 << 20) -> bytes:
+    """A zlib stream of `size` zero bytes, made in milliseconds: after a full flush the deflate state
+    is reset, so every 1-MiB block of zeros compresses to the same bytes, repeated here; the
+    Adler-32 of n zeros is (n mod 65521) << 16 | 1."""
+    def deflated(n: int) -> bytes:
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return comp.compress(bytes(n)) + comp.flush(zlib.Z_FULL_FLUSH)
+
+    whole, rest = divmod(size, block)
+    body = deflated(block) * whole + (deflated(rest) if rest else b"")
+    final = zlib.compressobj(9, zlib.DEFLATED, -15).flush()  # an empty last block
+    return b"\x78\xda" + body + final + struct.pack(">I", (size % 65521) << 16 | 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,7 +66,7 @@ def _tiff(shape, dtype, segments, **kwargs) -> bytes:
 def tiff_samples_bomb() -> bytes:
     """1024x1024 pixels of 1500 samples each (1.5 GB decoded), about 1.6 MB on the wire."""
     rows = 16
-    strip = zlib.compress(bytes(rows * 1024 * 1500), 9)
+    strip = _zeros_deflated(rows * 1024 * 1500)
     return _tiff((1024, 1024, 1500), np.uint8, [strip] * (1024 // rows), photometric="minisblack",
                  planarconfig="contig", rowsperstrip=rows)
 
@@ -71,7 +75,7 @@ def tiff_samples_bomb() -> bytes:
 def tiff_depth_bomb() -> bytes:
     """An SGI volumetric page: 256 planes of 64 x 16384 (268 MB decoded). A check that reads the
     page shape as (height, width, ...) sees 256x64 and lets it through."""
-    tile = zlib.compress(bytes(16 * 64 * 1024), 9)
+    tile = _zeros_deflated(16 * 64 * 1024)
     return _tiff((256, 64, 16384), np.uint8, [tile] * (16 * 16), tile=(16, 64, 1024), volumetric=True,
                  photometric="minisblack")
 
@@ -79,7 +83,7 @@ def tiff_depth_bomb() -> bytes:
 @functools.lru_cache(maxsize=None)
 def tiff_tile_bomb() -> bytes:
     """A 16x16 image stored in one 16384x16384 tile (+256 MB to decode)."""
-    return _tiff((16, 16), np.uint8, [zlib.compress(bytes(16384 * 16384), 9)], tile=(16384, 16384),
+    return _tiff((16, 16), np.uint8, [_zeros_deflated(16384 * 16384)], tile=(16384, 16384),
                  photometric="minisblack")
 
 
@@ -92,7 +96,7 @@ def tiff_multipage() -> bytes:
     with tifffile.TiffWriter(buffer) as tif:
         tif.write(GOOD, photometric="rgb")
         rows = 400
-        strip = zlib.compress(bytes(rows * 12000), 9)
+        strip = _zeros_deflated(rows * 12000)
         tif.write(iter([strip] * (12000 // rows)), shape=(12000, 12000), dtype=np.uint8, compression="zlib",
                   rowsperstrip=rows, photometric="minisblack")
     return buffer.getvalue()

@@ -19,7 +19,7 @@ from tsva.server.errors import Overloaded, outcome_label, status_of
 from tsva.server.memory import IdleTrimmer
 from tsva.server.metrics import Metrics
 from tsva.server.pipeline import Pipeline
-from tsva.server.wire import RequestError, cut_id, parse
+from tsva.server.wire import RequestError, parse
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 
@@ -105,7 +105,7 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
                 code, message = status_of(exc, tile_id)
                 self._count(code)
                 response = pb.FuseResponse(
-                    tile_id=cut_id(tile_id), slide_id=cut_id(slide_id),
+                    tile_id=tile_id, slide_id=slide_id,
                     position=request.position if request is not None else None,
                     error=pb.TileError(code=code.value[0], status=code.name, message=message))
             results.put_nowait(response)

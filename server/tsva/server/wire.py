@@ -11,7 +11,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from tsva.server.errors import InvalidRequest
 
-MAX_ID_BYTES = 256  # tile_id, slide_id: longer ones are refused (and echoed cut to this length)
+MAX_ID_BYTES = 256  # tile_id, slide_id: longer ones are refused
 _ID_FIELDS = ("tile_id", "slide_id")
 _LENGTH_DELIMITED = 2
 
@@ -42,7 +42,9 @@ def parse(raw: bytes, message_type: type[Message]) -> Message:
     for name in _ID_FIELDS:
         value = getattr(request, name, None)
         if value is not None and len(value.encode("utf-8")) > MAX_ID_BYTES:
-            ids = {key: cut_id(getattr(request, key, "")) for key in _ID_FIELDS if hasattr(request, key)}
+            # Echoed in full in a stream's error reply (the client matches replies by tile_id);
+            # error messages quote them cut short (errors.quote_id).
+            ids = {key: getattr(request, key) for key in _ID_FIELDS if hasattr(request, key)}
             raise RequestError(f"{name}: {len(value.encode('utf-8'))} bytes, the limit is {MAX_ID_BYTES}",
                                **ids)
     return request
