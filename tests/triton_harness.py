@@ -79,7 +79,34 @@ def cpu_model_config(model_name: str, onnx_path: Path, intra_op_threads: int = 1
     config.parameters["intra_op_threads"].string_value = str(intra_op_threads)
     if max_batch_size is not None:
         config.max_batch_size = max_batch_size
+    _follow_pixel_io(config, Path(onnx_path))
     return config
+
+
+def _follow_pixel_io(config, onnx_path: Path) -> None:
+    """A pixel-typed ONNX file (`tsva export --io uint8|uint16`): its tensors as it declares them
+    (NHWC, its element type), the warm-up in that form, and its io.* metadata as config
+    parameters, which is how the gateway learns them from Triton (as pixel_triton_config writes)."""
+    import onnx
+    from tritonclient.grpc import model_config_pb2
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    elem = model.graph.input[0].type.tensor_type.elem_type
+    triton_type = {onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.UINT16: "TYPE_UINT16"}.get(elem)
+    if triton_type is None:
+        return  # the float32 contract: the config as it is
+    data_type = model_config_pb2.DataType.Value(triton_type)
+    for tensor in [*config.input, *config.output]:
+        tensor.data_type = data_type
+        tensor.dims[:] = [-1, -1, 3]
+    for warmup in config.model_warmup:
+        for tensor in warmup.inputs.values():
+            side = tensor.dims[-1]
+            tensor.data_type = data_type
+            tensor.dims[:] = [side, side, 3]
+    for prop in model.metadata_props:
+        if prop.key.startswith("io."):
+            config.parameters[prop.key].string_value = prop.value
 
 
 def build_model_repository(dst: Path, models: dict[str, Path], intra_op_threads: int = 1,

@@ -209,7 +209,9 @@ def contract_from_io(inputs: Mapping[str, tuple[str, Sequence]], outputs: Mappin
     (dtype,) = types
     layout = "NCHW" if dtype == np.float32 else "NHWC"
     channel_axis = 0 if layout == "NCHW" else 2
-    if any(s[channel_axis] not in (None, MODEL_CHANNELS) for s in shapes):
+    # NHWC must say so: a fixed last axis of 3 (a dynamic one would not tell NHWC from NCHW).
+    allowed = (None, MODEL_CHANNELS) if layout == "NCHW" else (MODEL_CHANNELS,)
+    if any(s[channel_axis] not in allowed for s in shapes):
         raise ContractError(f"{where} follows no model contract ({found()}); {expected}")
     def number(key: str, default: int) -> int:
         try:
