@@ -1,8 +1,12 @@
-# syntax=docker/dockerfile:1
 # The TSVA gateway: `tsva serve` with the embedded ONNX Runtime backend and the shipped model, or
 # `tsva serve --backend triton --triton-urls HOST:8001` in front of Triton. No torch in this image.
-#   docker build -t tsva-gateway .
+#   docker build -t tsva-gateway .                              # online: python:3.11-slim-bookworm, PyPI
+#   make image                                                  # offline: local base + wheelhouse
 #   docker run --rm -p 50051:50051 -p 9464:9464 tsva-gateway
+# Offline (air-gapped) builds: scripts/base_image.sh makes a bookworm base locally and
+# scripts/wheelhouse.sh fills requirements/wheelhouse/; then
+#   docker build --network none --build-arg PYTHON_IMAGE=tsva-base:bookworm -t tsva-gateway .
+# installs from the wheelhouse alone. A wheelhouse with wheels is always used (pip --no-index).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Stage 1: install client + gateway into a virtual environment with the same script CI runs.
@@ -12,9 +16,13 @@ COPY scripts/install.sh scripts/install.sh
 COPY requirements/ requirements/
 COPY clients/ clients/
 COPY server/ server/
-RUN scripts/install.sh image /opt/venv
+RUN if ls requirements/wheelhouse/*.whl >/dev/null 2>&1; then \
+      export PIP_NO_INDEX=1 PIP_FIND_LINKS=/src/requirements/wheelhouse; \
+      echo "installing from the wheelhouse (no index)"; \
+    fi \
+ && scripts/install.sh image /opt/venv
 
-# Stage 2: the runtime, without build leftovers or source trees.
+# Stage 2: the runtime, without build leftovers, source trees or wheels.
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="tsva-gateway" \
       org.opencontainers.image.description="Two-shot virtual autofocus gRPC gateway"
@@ -34,5 +42,7 @@ EXPOSE 50051 9464
 # grpc.health.v1 SERVING means the backend can take work; TLS options via TSVA_HEALTHCHECK_TLS_*.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-m", "tsva.client.healthcheck"]
+# SIGTERM drains in-flight work for up to --grace-s (20 s): give `docker stop -t` more than that.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["tsva"]
 CMD ["serve"]

@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test setup-gateway setup-dev protos
+.PHONY: serve test setup-gateway setup-dev protos wheelhouse base-image image image-online
 
 setup-gateway:
 	scripts/install.sh gateway $(VENV)
@@ -20,3 +20,22 @@ test: setup-dev
 protos:
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=clients --pyi_out=clients \
 	  --grpc_python_out=clients protos/tsva/v1/tsva.proto
+
+# The gateway image. `make image` builds it without network: a bookworm base made locally
+# (scripts/base_image.sh, needs root and debootstrap) and the wheels of requirements/wheelhouse/
+# (scripts/wheelhouse.sh). `make image-online` is the plain build on python:3.11-slim-bookworm.
+IMAGE ?= tsva-gateway
+BASE_IMAGE ?= tsva-base:bookworm
+
+wheelhouse:
+	scripts/wheelhouse.sh
+
+base-image:
+	scripts/base_image.sh $(BASE_IMAGE)
+
+image: wheelhouse base-image
+	docker build --network none --build-arg PYTHON_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+
+image-online:
+	docker build -t $(IMAGE) .
+

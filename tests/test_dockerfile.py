@@ -1,7 +1,8 @@
-"""The gateway's Dockerfile and .dockerignore, checked against the code without a Docker engine (none
-exists on these machines): parsed and compared with the gateway's ports, env names, model path and
-the install script; and the image's install step replayed in a temporary folder (the build context
-that .dockerignore lets through, the same `scripts/install.sh image` command) into a fresh virtual
+"""The gateway's Dockerfile and .dockerignore, checked against the code: parsed and compared with the
+gateway's ports, env names, model path, the install script and the offline wheelhouse. The image
+itself is built and run under a real engine in test_container.py; where no engine can run, the
+image's install step is replayed here instead, in a temporary folder (the build context that
+.dockerignore lets through, the same `scripts/install.sh image` command) into a fresh virtual
 environment, from which a gateway is started and probed with the image's HEALTHCHECK command."""
 from __future__ import annotations
 
@@ -83,9 +84,15 @@ def _env(stage) -> dict[str, str]:
     return env
 
 
+def _install_run() -> str:
+    return next(a for a in _instructions(STAGES[0], "RUN") if "install.sh" in a)
+
+
 def _install_command() -> list[str]:
-    run = next(a for a in _instructions(STAGES[0], "RUN") if "install.sh" in a)
-    return shlex.split(run)
+    """The `scripts/install.sh PROFILE VENV` call inside the install RUN (after its offline switch)."""
+    words = shlex.split(_install_run())
+    start = words.index("scripts/install.sh")
+    return words[start:start + 3]
 
 
 def test_multi_stage_slim_non_root():
@@ -132,6 +139,21 @@ def test_install_step_is_the_ci_script_without_torch():
     assert _env(STAGES[-1])["PATH"].startswith(f"{venv}/bin:")
 
 
+def test_offline_build_installs_from_the_wheelhouse_alone():
+    """With wheels in requirements/wheelhouse/ (scripts/wheelhouse.sh), pip gets --no-index and that
+    folder, so `docker build --network none` needs no registry; the base is a build argument."""
+    run = _install_run()
+    assert "requirements/wheelhouse/*.whl" in run
+    assert "PIP_NO_INDEX=1" in run and "PIP_FIND_LINKS=/src/requirements/wheelhouse" in run
+    assert any(a.startswith("requirements/") for a in _instructions(STAGES[0], "COPY"))
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS build$", DOCKERFILE, re.M)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS runtime$", DOCKERFILE, re.M)
+    # The wheels stay in the build stage: the runtime copies only the venv and the model repository.
+    assert not any("wheelhouse" in a or a.startswith("requirements") for a in _instructions(STAGES[-1], "COPY"))
+    wheelhouse = (REPO_ROOT / "scripts/wheelhouse.sh").read_text()
+    assert "requirements/wheelhouse" in wheelhouse and "setuptools" in wheelhouse and "wheel" in wheelhouse
+
+
 def test_dockerignore_lets_through_only_what_is_copied():
     copied = [a.split()[0] for stage in STAGES for a in _instructions(stage, "COPY") if not a.startswith("--from")]
     for source in copied:
@@ -164,6 +186,11 @@ def _build_context(tmp: Path) -> Path:
 
 @pytest.mark.slow
 def test_image_install_replayed_serves_and_passes_its_healthcheck(tmp_path):
+    """The stand-in for the real image where no engine runs (test_container.py builds the image)."""
+    from docker_engine import engine_problem
+
+    if engine_problem() is None:
+        pytest.skip("a Docker engine runs here: test_container.py builds and runs the image itself")
     context = _build_context(tmp_path)
     assert not (context / "export").exists() and not (context / "tests").exists()
     venv = tmp_path / "venv"
