@@ -1,7 +1,9 @@
-"""`tsva stack`: what it would start, in what order, and what it waits for, tested without a Docker
-engine (none exists on these machines). The plan comes from the repository's real compose file.
-The waiting logic runs against `FakeEngine`, a stand-in for the docker package's containers API
-(the one mock here, because no engine can run): it replays scripted container states."""
+"""`tsva stack`: what it would start, in what order, and what it waits for. The plan comes from the
+repository's real compose file. The waiting logic runs against a real Docker engine where one runs
+(containers of the locally made base image labelled as compose labels them, with health checks
+that pass, fail or never pass, and one that exits); where none can run, against `FakeEngine`, a
+stand-in for the docker package's containers API that replays scripted container states (the one
+mock here, used only then)."""
 from __future__ import annotations
 
 import os
@@ -112,7 +114,15 @@ def _wait(engine, services):
     return lines
 
 
+def _no_engine():
+    from docker_engine import engine_problem
+
+    if engine_problem() is None:
+        pytest.skip("a Docker engine runs here: the real-engine tests below cover the waits")
+
+
 def test_waits_for_each_service_in_order():
+    _no_engine()
     services = [stack.ServicePlan("triton", healthcheck=True, wait_s=30),
                 stack.ServicePlan("gateway", {"triton": "service_healthy"}, healthcheck=True, wait_s=30)]
     engine = FakeEngine([
@@ -130,8 +140,66 @@ def test_waits_for_each_service_in_order():
     (FakeContainer("triton", [("running", "starting")]), "not healthy within 5 s"),
 ])
 def test_a_failing_service_is_named_with_its_logs(container, expected):
+    _no_engine()
     with pytest.raises(stack.StackError) as err:
         _wait(FakeEngine([container]), [stack.ServicePlan("triton", healthcheck=True, wait_s=5)])
+    assert "'triton'" in str(err.value) and expected in str(err.value)
+    assert "last words of triton" in str(err.value)
+
+
+# ---- the same waits against a real engine ---------------------------------------------------
+
+def _labelled(project: str, service: str, script: str, health: list[str], image: str) -> str:
+    from docker_engine import docker
+
+    return docker("run", "-d", "--network", "none", "--label", f"{stack.PROJECT_LABEL}={project}",
+                  "--label", f"{stack.SERVICE_LABEL}={service}", *health, image, "sh", "-c", script).stdout.strip()
+
+
+@pytest.fixture
+def real_engine():
+    from docker_engine import base_image, docker, engine_problem
+
+    if engine_problem():
+        pytest.skip(f"no Docker engine ({engine_problem()}): the FakeEngine tests above cover the waits")
+    docker_package = pytest.importorskip("docker")
+    image, project, started = base_image(), f"tsva-test-{os.getpid()}", []
+
+    def run(service, script, *health):
+        started.append(_labelled(project, service, script, list(health), image))
+
+    yield docker_package.from_env(timeout=10), project, run
+    for container_id in started:
+        docker("rm", "-f", container_id, check=False)
+
+
+HEALTH = ["--health-interval=1s", "--health-timeout=2s"]
+
+
+@pytest.mark.slow
+def test_waits_for_each_service_in_order_on_a_real_engine(real_engine):
+    client, project, run = real_engine
+    run("triton", "sleep 3; touch /tmp/ready; exec sleep 300", *HEALTH, "--health-cmd=test -f /tmp/ready")
+    run("gateway", "exec sleep 300", *HEALTH, "--health-cmd=true")
+    services = [stack.ServicePlan("triton", healthcheck=True, wait_s=60),
+                stack.ServicePlan("gateway", {"triton": "service_healthy"}, healthcheck=True, wait_s=60)]
+    lines: list[str] = []
+    stack.wait_healthy(client, project, services, poll_s=0.5, report=lines.append)
+    assert lines == ["  triton: healthy", "  gateway: healthy"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, health, expected", [
+    ("exec sleep 300", ["--health-cmd=echo probe said no; false", "--health-retries=1"], "probe said no"),
+    ("echo last words of triton; exit 3", [], "exit code 3"),
+    ("exec sleep 300", ["--health-cmd=false", "--health-start-period=60s"], "not healthy within 5 s"),
+])
+def test_a_failing_service_is_named_with_its_logs_on_a_real_engine(real_engine, script, health, expected):
+    client, project, run = real_engine
+    run("triton", f"echo last words of triton; {script}" if "exit" not in script else script, *HEALTH, *health)
+    with pytest.raises(stack.StackError) as err:
+        stack.wait_healthy(client, project, [stack.ServicePlan("triton", healthcheck=True, wait_s=5)],
+                           poll_s=0.5, report=lambda line: None)
     assert "'triton'" in str(err.value) and expected in str(err.value)
     assert "last words of triton" in str(err.value)
 
