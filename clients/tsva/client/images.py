@@ -182,13 +182,7 @@ def _decode_tiff(data: bytes, field: str, max_width: int | None, max_height: int
     _TIFF_QUIET.active.on = True
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            pages = len(tif.pages)
-            if pages == 0:
-                raise ImageError(f"{field}.data: undecodable TIFF (no readable image file directory: "
-                                 f"damaged, truncated or not a TIFF)")
-            if pages > 1:
-                raise ImageError(f"{field}.data: TIFF holds {pages} pages; send one image per shot")
-            page = tif.pages.first
+            page = _only_page(tif, field)
             _check_tiff_page(page, field, max_width, max_height)
             array = page.asarray(maxworkers=1)  # one segment buffer at a time, as budgeted
             if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and array.ndim == 3:
@@ -200,6 +194,21 @@ def _decode_tiff(data: bytes, field: str, max_width: int | None, max_height: int
     finally:
         _TIFF_QUIET.active.on = False
     return _as_hwc(array, field, "TIFF")
+
+
+def _only_page(tif, field: str):
+    """The TIFF's one page. Page 1 is looked up, not the whole chain counted: a file of a million
+    tiny IFDs costs one lookup."""
+    try:
+        page = tif.pages.first
+    except IndexError:
+        raise ImageError(f"{field}.data: undecodable TIFF (no readable image file directory: "
+                         f"damaged, truncated or not a TIFF)") from None
+    try:
+        tif.pages[1]
+    except IndexError:
+        return page
+    raise ImageError(f"{field}.data: TIFF holds more than one page; send one image per shot")
 
 
 def _check_tiff_page(page, field: str, max_width: int | None, max_height: int | None) -> None:
