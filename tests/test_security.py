@@ -141,6 +141,7 @@ def test_tls_cli_info(tls_gateway, pki):
     assert json.loads(done.stdout)["backend"] == "embedded"
     plain = _tsva("info", "--server", tls_gateway.address, "--timeout", "5")
     assert plain.returncode != 0 and "Traceback" not in plain.stderr
+    assert "--tls-ca" in plain.stderr  # the server runs; the message says what the client lacks
 
 
 # ---- mutual TLS -----------------------------------------------------------------------------------
@@ -181,6 +182,8 @@ def test_mtls_cli_and_healthcheck(mtls_gateway, pki):
     refused = subprocess.run([sys.executable, "-m", "tsva.client.healthcheck", "--server", mtls_gateway.address,
                               "--tls-ca", str(pki.ca), "--timeout", "3"], capture_output=True, text=True, timeout=30)
     assert refused.returncode == 1 and "UNAVAILABLE" in refused.stderr
+    no_certificate = _tsva("info", "--server", mtls_gateway.address, "--tls-ca", str(pki.ca), "--timeout", "5")
+    assert no_certificate.returncode == 1 and "--tls-cert" in no_certificate.stderr
     load = _tsva("loadtest", "--server", mtls_gateway.address, "--tls-ca", str(pki.ca), "--tls-cert",
                  str(pki.client_cert), "--tls-key", str(pki.client_key), "--concurrency", "2", "--count", "4",
                  "--warmup", "0", "--tile-size", "64x48", "--json")

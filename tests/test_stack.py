@@ -18,11 +18,11 @@ from tsva.client import stack
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
 
-def _tsva(*args: str) -> subprocess.CompletedProcess:
+def _tsva(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
     # An engine address where none listens, so the result is the same on hosts that have one.
     env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/tsva-test/docker.sock"}
     return subprocess.run([sys.executable, "-m", "tsva.client.cli", "stack", *args], capture_output=True,
-                          text=True, timeout=60, cwd=REPO_ROOT, env=env)
+                          text=True, timeout=60, cwd=cwd, env=env)
 
 
 @pytest.mark.parametrize("profile, triton, gateway", [("gpu", "triton", "gateway"),
@@ -204,11 +204,12 @@ def test_a_failing_service_is_named_with_its_logs_on_a_real_engine(real_engine, 
     assert "last words of triton" in str(err.value)
 
 
-def test_cli_dry_run_and_no_engine():
-    done = _tsva("up", "--dry-run", "--profile", "cpu")
+def test_cli_dry_run_and_no_engine(tmp_path):
+    # The checkout's compose file by default, from any folder (docs/cli.md, "Where files are found").
+    done = _tsva("up", "--dry-run", "--profile", "cpu", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert "run: docker compose -f docker-compose.yml --profile cpu up -d" in lines
+    assert f"run: docker compose -f {COMPOSE_FILE} --profile cpu up -d" in lines
     waits = [line.split()[1].rstrip(":") for line in lines if line.strip().startswith("wait ")]
     assert waits.index("triton-cpu") < waits.index("gateway-cpu")
     assert "(after triton-cpu healthy)" in done.stdout

@@ -23,6 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_FILE = "docker-compose.yml"
+# The rule of every verb (docs/cli.md, "Where files are found"): files the project ships come from
+# the checkout `tsva` was installed from (clients/tsva/client/stack.py -> the checkout's root), in
+# any current folder; without a checkout (an install from a wheel), from the current folder.
+_CHECKOUT_FILE = Path(__file__).resolve().parents[3] / DEFAULT_FILE
+
+
+def default_compose_file() -> Path:
+    return _CHECKOUT_FILE if _CHECKOUT_FILE.is_file() else Path(DEFAULT_FILE)
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
@@ -217,8 +225,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = __doc__
     parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("--file", "-f", type=Path, default=Path(DEFAULT_FILE),
-                        help="compose file (default %(default)s in the current folder)")
+    parser.add_argument("--file", "-f", type=Path, default=default_compose_file(),
+                        help="compose file (default: the checkout's docker-compose.yml, %(default)s)")
     parser.add_argument("--profile", action="append", choices=("gpu", "cpu"),
                         help="compose profile: gpu (default) or cpu for hosts without a GPU")
     parser.add_argument("--build", action="store_true", help="up: build the gateway image first")

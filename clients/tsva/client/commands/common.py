@@ -73,6 +73,11 @@ def connect(args: argparse.Namespace, **overrides):
     return Client(args.server, **kwargs)
 
 
+# A running server that speaks TLS, or wants a client certificate, looks unreachable to a client
+# without them (the handshake fails: "Socket closed"), so the message names both options.
+TLS_HINT = "a TLS server needs --tls-ca, a mutual-TLS one also --tls-cert and --tls-key"
+
+
 def describe_failure(exc: BaseException, server: str | None = None) -> tuple[str, int]:
     """(one line for a human, exit status) for a failure of a client verb."""
     import grpc
@@ -84,7 +89,7 @@ def describe_failure(exc: BaseException, server: str | None = None) -> tuple[str
         where = exc.server or server or "the server"
         if exc.unreachable:
             return (f"cannot reach the server at {where} (is `tsva serve` running? --server HOST:PORT "
-                    f"picks another): {exc.message}", EXIT_CALL_FAILED)
+                    f"picks another; {TLS_HINT}): {exc.message}", EXIT_CALL_FAILED)
         if exc.code == grpc.StatusCode.UNAUTHENTICATED:
             return f"{where} refused the credentials (--token / --token-file): {exc.message}", EXIT_CALL_FAILED
         if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -15,8 +15,8 @@ def _pyplot():
     try:
         import matplotlib
     except ModuleNotFoundError:
-        raise PlotUnavailable("--plot needs matplotlib: pip install 'tsva-client[loadtest]' "
-                              "(the other results are unaffected)") from None
+        raise PlotUnavailable("--plot needs matplotlib, which is not installed: "
+                              "pip install 'tsva-client[loadtest]', or leave --plot out") from None
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
     return plt
