@@ -9,10 +9,13 @@ Triton, a fresh gateway each) it runs
     tsva loadtest --concurrency 4 --window 2 --encoding raw --tile-size 1224x1024 --gateway-pid PID
 
 (RGB uint8 RAW tiles) and reports tiles/s, fused MP/s, gateway CPU and the Triton server's CPU
-(its process group: server and Python stub), then the ratio shm / grpc.
+(its process group: server and Python stub), then the ratio shm / grpc. Serving paths (`--paths`):
+float32-patch (the float32 NCHW contract in 224-px patches: today's path) and uint8-tile (the
+pixel-typed uint8 NHWC contract, whole tiles); every ratio is against float32-patch over gRPC.
 
     python benchmarks/triton_shm_bench.py                    # 20 s per transport
     python benchmarks/triton_shm_bench.py --duration 10 --json
+    python benchmarks/triton_shm_bench.py --paths float32-patch,uint8-tile
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' process helpers: a real ga
 from conftest import start_gateway  # noqa: E402
 from identity_model import make_identity_onnx  # noqa: E402
 from triton_harness import TritonServer  # noqa: E402
+
+
+PATHS = {"float32-patch": ("float32", "224"), "uint8-tile": ("uint8", "tile")}  # (model io, --patch-size)
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -67,21 +73,22 @@ def main(argv=None) -> int:
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per transport")
     parser.add_argument("--warmup", type=float, default=5.0)
-    parser.add_argument("--patch-size", default="224", help="gateway --patch-size")
+    parser.add_argument("--paths", default="float32-patch", help="serving paths: float32-patch, uint8-tile")
     parser.add_argument("--max-batch", type=int, default=48)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = parser.parse_args(argv)
 
     results = {"machine": f"{os.cpu_count()} cores", "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
                "tile_size": args.tile_size, "concurrency": args.concurrency, "window": args.window,
-               "duration_s": args.duration, "patch_size": args.patch_size, "max_batch": args.max_batch,
-               "transports": {}}
+               "duration_s": args.duration, "max_batch": args.max_batch, "transports": {}}
     with tempfile.TemporaryDirectory(prefix="tsva-shm-bench-") as tmp:
-        model = make_identity_onnx(Path(tmp) / "identity.onnx")
+      for path in args.paths.split(","):
+        io, patch_size = PATHS[path]
+        model = make_identity_onnx(Path(tmp) / f"identity_{io}.onnx", io)
         with TritonServer(model, max_batch_size=args.max_batch) as triton:
             for transport in args.transports.split(","):
                 with start_gateway(model, backend="triton", triton_urls=triton.url, triton_shared_memory=transport,
-                                   patch_size=args.patch_size, max_batch=args.max_batch) as gw:
+                                   patch_size=patch_size, max_batch=args.max_batch) as gw:
                     cpu0, t0 = group_cpu_s(triton.process.pid), time.monotonic()
                     summary = loadtest(gw.address, gw.process.pid, args)
                     triton_cpu = (group_cpu_s(triton.process.pid) - cpu0) / (time.monotonic() - t0)
@@ -90,27 +97,29 @@ def main(argv=None) -> int:
                 row = {k: summary.get(k) for k in ("throughput", "fused_mp_per_s", "p50", "p99", "ok",
                                                    "error_count", "gateway")}
                 row.update(triton_cpu_percent=round(100 * triton_cpu, 1), batches_by_transport=batches)
-                results["transports"][transport] = row
-                print(f"{transport}: {row['throughput']:.2f} tiles/s, {row['fused_mp_per_s']:.1f} MP/s, "
+                results["transports"][f"{path} {transport}"] = row
+                print(f"{path} {transport}: {row['throughput']:.2f} tiles/s, {row['fused_mp_per_s']:.1f} MP/s, "
                       f"p50 {row['p50']} ms, {row['error_count']} errors, batches {batches}", file=sys.stderr)
     results["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     rows = results["transports"]
-    if "off" in rows and "system" in rows and rows["off"]["throughput"]:
-        results["ratio_system_over_grpc"] = round(rows["system"]["throughput"] / rows["off"]["throughput"], 2)
+    base = (rows.get("float32-patch off") or {}).get("throughput")
+    if base:
+        results["ratios_over_float32_patch_grpc"] = {
+            key: round(r["throughput"] / base, 2) for key, r in rows.items() if key != "float32-patch off"}
 
     if args.json:
         print(json.dumps(results, indent=1))
     else:
         print(f"load average before {' '.join(results['loadavg_before'])}, after {' '.join(results['loadavg_after'])}")
-        print("| transport | tiles/s | fused MP/s | p50 ms | p99 ms | gateway CPU % | Triton CPU % | errors |\n"
+        print("| path, transport | tiles/s | fused MP/s | p50 ms | p99 ms | gateway CPU % | Triton CPU % | errors |\n"
               "|---|---|---|---|---|---|---|---|")
-        for transport, r in rows.items():
+        for key, r in rows.items():
             gateway_cpu = (r.get("gateway") or {}).get("cpu_percent")
-            print(f"| {'grpc' if transport == 'off' else transport} | {r['throughput']:.2f} | "
+            print(f"| {key.replace(' off', ' grpc')} | {r['throughput']:.2f} | "
                   f"{r['fused_mp_per_s']:.1f} | {r['p50']} | {r['p99']} | {gateway_cpu} | "
                   f"{r['triton_cpu_percent']} | {r['error_count']} |")
-        if "ratio_system_over_grpc" in results:
-            print(f"shared memory / gRPC: {results['ratio_system_over_grpc']}x tiles/s")
+        for key, ratio in (results.get("ratios_over_float32_patch_grpc") or {}).items():
+            print(f"{key.replace(' off', ' grpc')} / float32-patch grpc: {ratio}x tiles/s")
     failed = any(r["ok"] == 0 or r["error_count"] for r in rows.values())
     return 1 if failed else 0
 
