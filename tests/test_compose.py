@@ -1,15 +1,20 @@
 """docker-compose.yml, Prometheus and Grafana provisioning checked against the code: ports, flags,
-model names, service names in scrape targets, mounted paths, dashboard metrics. No Docker engine
-is needed (none exists on these machines): the files are parsed, the gateway's flags are read from
-the real `tsva serve --help` and parsed by the gateway's own config parser, and the dashboard's
-metric names are looked up on a real gateway's /metrics endpoint."""
+model names, service names in scrape targets, mounted paths, dashboard metrics. The files are
+parsed, the gateway's flags are read from the real `tsva serve --help` and parsed by the gateway's
+own config parser, and the dashboard's metric names are looked up on a real gateway's /metrics
+endpoint. Where a Docker engine and a compose implementation run, the gateway and Prometheus
+services are brought up for real and a scrape is checked (the last test; what it replaces and why
+is in its docstring)."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import fields
 from pathlib import Path
 
@@ -203,3 +208,106 @@ def test_tls_override_uses_the_gateways_env_names():
         mounted = {f"/run/secrets/{secret}" for secret in spec["secrets"]}  # compose's secret mount point
         assert set(spec["environment"].values()) - {"localhost"} <= mounted
         assert set(spec["secrets"]) <= set(override["secrets"])
+
+
+# ---- the stack under a real compose implementation ----------------------------------------------
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (the CLI plugin) or Debian's/PyPI's `docker-compose`, whichever runs here."""
+    import shutil
+
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def prometheus_image(tmp_path: Path, base: str) -> str:
+    """Prometheus in an image built here: Debian's prometheus binary (it links only libc) on the
+    locally made bookworm base, since prom/prometheus cannot be pulled without a registry."""
+    import shutil
+
+    from docker_engine import docker
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("no prometheus binary to put in an image (apt-get install prometheus)")
+    context = tmp_path / "prometheus-image"
+    context.mkdir()
+    shutil.copy2(binary, context / "prometheus")
+    (context / "Dockerfile").write_text(
+        f"FROM {base}\nCOPY prometheus /usr/local/bin/prometheus\nUSER 65534:65534\nWORKDIR /tmp\n"
+        "ENTRYPOINT [\"prometheus\"]\n")
+    docker("build", "--network", "none", "-t", "tsva-prometheus:test", str(context), timeout=300)
+    return "tsva-prometheus:test"
+
+
+@pytest.mark.slow
+def test_compose_brings_up_the_gateway_with_prometheus_scraping_it(tmp_path):
+    """The repository's gateway and Prometheus services under a real compose implementation, with
+    what cannot run here replaced: no Triton image (the gateway serves with its embedded backend),
+    no registry (the gateway image is built offline, Prometheus's from Debian's binary), no
+    container network (the engine runs without a bridge: services use the host's network, so
+    ports are free loopback ports and the scrape target is 127.0.0.1). The rest of each service
+    (read-only root, dropped capabilities, health checks, the Prometheus config's scrape job) is
+    the file's own. `tsva stack`'s waits then run against the real containers."""
+    from docker_engine import IMAGE, base_image, build_image, docker, require_engine
+
+    require_engine()
+    command = compose_command()
+    if command is None:
+        pytest.skip("no compose implementation here (docker compose plugin or docker-compose)")
+    docker_package = pytest.importorskip("docker")
+    from conftest import free_port
+    from tsva.client import stack
+
+    build_image()
+    prometheus = prometheus_image(tmp_path, base_image())
+    port, metrics_port, prometheus_port = free_port(), free_port(), free_port()
+    gateway = {k: v for k, v in SERVICES["gateway-cpu"].items()
+               if k not in ("profiles", "command", "depends_on", "networks", "ports", "build", "ipc")}
+    gateway.update(image=IMAGE, network_mode="host", command=["serve"], environment={
+        **gateway.get("environment", {}), "TSVA_HOST": "127.0.0.1", "TSVA_PORT": str(port),
+        "TSVA_METRICS_HOST": "127.0.0.1", "TSVA_METRICS_PORT": str(metrics_port)})
+    gateway["healthcheck"] = {**gateway["healthcheck"], "interval": "1s",
+                              "test": ["CMD", "python", "-m", "tsva.client.healthcheck", "--server", f"127.0.0.1:{port}"]}
+    scrape = {**PROMETHEUS, "scrape_configs": [
+        {**job, "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}
+        for job in PROMETHEUS["scrape_configs"] if job["job_name"] == "tsva-gateway"]}
+    scrape["global"] = {**scrape["global"], "scrape_interval": "1s"}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape))
+    config_path = next(v.split(":")[1] for v in SERVICES["prometheus"]["volumes"] if v.endswith("prometheus.yml:ro"))
+    prom = {k: v for k, v in SERVICES["prometheus"].items() if k not in ("ports", "volumes", "image")}
+    prom.update(image=prometheus, network_mode="host", volumes=[f"{tmp_path / 'prometheus.yml'}:{config_path}:ro"],
+                command=[*prom["command"], f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                         "--storage.tsdb.path=/tmp/prometheus"])
+    prom["healthcheck"] = {**prom["healthcheck"], "interval": "1s", "test": [
+        "CMD", "python3", "-c", "import urllib.request as u; "
+        f"u.urlopen('http://127.0.0.1:{prometheus_port}/-/ready', timeout=3)"]}
+    prom["depends_on"] = {"gateway": {"condition": "service_healthy"}}
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text(yaml.safe_dump({"services": {"gateway": gateway, "prometheus": prom}}))
+    project = f"tsva-test-{os.getpid()}"
+    up = [*command, "-p", project, "-f", str(compose_file)]
+    try:
+        done = subprocess.run([*up, "up", "-d"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        plan = stack.plan(stack.load_compose(compose_file))
+        assert [s.name for s in plan] == ["gateway", "prometheus"]
+        stack.wait_healthy(docker_package.from_env(timeout=10), project, plan, poll_s=0.5, report=lambda _: None)
+        api = f"http://127.0.0.1:{prometheus_port}/api/v1"
+        deadline, up_value = time.monotonic() + 60, None
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{api}/query?query=up%7Bjob%3D%22tsva-gateway%22%7D", timeout=5) as r:
+                result = json.loads(r.read())["data"]["result"]
+            if result and result[0]["value"][1] == "1":
+                up_value = 1
+                break
+            time.sleep(1)
+        assert up_value == 1, "Prometheus never scraped the gateway successfully"
+        with urllib.request.urlopen(f"{api}/query?query=tsva_backend_up", timeout=5) as r:
+            series = json.loads(r.read())["data"]["result"]
+        assert [s["value"][1] for s in series] == ["1"]
+    finally:
+        subprocess.run([*up, "down", "-v", "-t", "30"], capture_output=True, text=True, timeout=120)
