@@ -17,12 +17,14 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "fuse": ("tsva.client.commands.fuse", "tsva-client", "fuse two out-of-focus shots through a server"),
     "focus": ("tsva.client.commands.focus", "tsva-client", "find the sharpest plane of a z-stack"),
     "info": ("tsva.client.commands.info", "tsva-client", "show server, model and limits"),
+    "scan": ("tsva.client.commands.scan", "tsva-client", "scan a whole slide through a server into a pyramidal slide"),
     "loadtest": ("tsva.client.loadtest.cli", "tsva-client", "load-test a server"),
     "stack": ("tsva.client.stack", "tsva-client", "bring the docker compose stack up or down"),
     "simulate": ("tsva.export.commands.simulate", "tsva-export", "write simulated training pairs to disk"),
     "train": ("tsva.export.commands.train", "tsva-export", "train TSVA or the U-Net baseline"),
     "evaluate": ("tsva.export.commands.evaluate", "tsva-export", "evaluate against baselines"),
     "export": ("tsva.export.commands.export", "tsva-export", "export a checkpoint to ONNX / TensorRT"),
+    "quantize": ("tsva.export.commands.quantize", "tsva-export", "int8 CPU model from a float32 ONNX model"),
 }
 
 

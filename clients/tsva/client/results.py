@@ -87,6 +87,11 @@ class FuseResult:
     timings: Timings = field(default_factory=Timings)
     error: TileError | None = None
     index: int | None = None
+    # Focus QC: estimated focus offset n in um (None: not estimated) and whether to rescan the tile.
+    focus_offset_um: float | None = None
+    rescan: bool = False
+    rescan_reason: str = ""
+    trained_focus_range_um: float = 0.0
     _image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -99,7 +104,9 @@ class FuseResult:
             tile_id=msg.tile_id, slide_id=msg.slide_id, position=(msg.position.x, msg.position.y),
             fused=msg.fused if msg.HasField("fused") and error is None else None,
             brenner_a=msg.brenner_a, brenner_b=msg.brenner_b, y1_shot=_SHOT_NAMES.get(msg.y1_shot),
-            timings=Timings.from_proto(msg.timings, round_trip_ms), error=error, index=index)
+            timings=Timings.from_proto(msg.timings, round_trip_ms), error=error, index=index,
+            focus_offset_um=msg.focus_offset_um if msg.HasField("focus_offset_um") else None,
+            rescan=msg.rescan, rescan_reason=msg.rescan_reason, trained_focus_range_um=msg.trained_focus_range_um)
 
     @classmethod
     def failed(cls, tile_id: str, code: grpc.StatusCode, message: str, *, index: int | None = None) -> "FuseResult":
@@ -154,7 +161,8 @@ class FuseResult:
                             "message": self.error.message}
         else:
             out.update(brenner_a=self.brenner_a, brenner_b=self.brenner_b, y1_shot=self.y1_shot,
-                       timings=dataclasses.asdict(self.timings))
+                       timings=dataclasses.asdict(self.timings), focus_offset_um=self.focus_offset_um,
+                       rescan=self.rescan, rescan_reason=self.rescan_reason)
             if self.fused is not None:
                 out["fused"] = {"encoding": images.encoding_name(self.fused.encoding), "width": self.fused.width,
                                 "height": self.fused.height, "channels": self.fused.channels,

@@ -40,6 +40,8 @@ class Metrics:
         self.fused_pixels = Counter("tsva_fused_pixels", "Pixels of fused tiles returned", registry=registry)
         self.shot_order_swaps = Counter("tsva_shot_order_swaps",
                                         "Tiles whose shot_b was sharper and became Y1", registry=registry)
+        self.rescan_tiles = Counter("tsva_rescan_tiles", "Fused tiles the focus QC flagged for rescan",
+                                    registry=registry)
         self.triton_batches = Counter("tsva_triton_batches", "Batches answered by Triton, by how the tensors "
                                       "travelled (grpc, system or cuda shared memory)", ["transport"],
                                       registry=registry)

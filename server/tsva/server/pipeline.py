@@ -17,6 +17,7 @@ from tsva.server.batcher import MicroBatcher
 from tsva.client.brenner import brenner, refine_peak
 from tsva.server.config import Config
 from tsva.server.errors import InvalidRequest
+from tsva.server.focus_qc import GatewayFocusQC
 from tsva.server.metrics import Metrics
 from tsva.server.contract import MODEL_CHANNELS
 from tsva.server.patching import PatchGrid, PatchJob, Stitcher, TileJob, WholeTileJob, pad_to_canvas
@@ -61,6 +62,7 @@ class Pipeline:
     def __init__(self, config: Config, backend: Backend, batcher: MicroBatcher, metrics: Metrics):
         self.config, self.backend, self.batcher, self.metrics = config, backend, batcher, metrics
         self._tile_slots = asyncio.Semaphore(config.max_inflight_tiles)
+        self.focus_qc = GatewayFocusQC(lambda: _model_metadata(config, backend), metrics)
         # The patch plan and the tensors' form follow the served model (read at backend start).
         model = backend.model_info()
         self.contract = model.contract
@@ -116,6 +118,7 @@ class Pipeline:
                            Stitcher(grid, MODEL_CHANNELS))
         else:
             job = WholeTileJob(y1, y2, self.contract)
+        qc = self.focus_qc.start(request, pair.shot_a, pair.shot_b)  # beside the inference
         await self.batcher.run_job(job)
         stitched = time.perf_counter()
         fused = await asyncio.to_thread(self._finish, job, y1.dtype, channels, encoding)
@@ -126,13 +129,15 @@ class Pipeline:
         self.metrics.fused_pixels.inc(height * width)
         self.metrics.tile_latency.observe(done - received)
         ms = lambda seconds: 1000.0 * seconds  # noqa: E731
-        return pb.FuseResponse(
+        response = pb.FuseResponse(
             tile_id=request.tile_id, slide_id=request.slide_id, position=request.position, fused=fused,
             brenner_a=pair.brenner_a, brenner_b=pair.brenner_b,
             y1_shot=pb.SHOT_B if pair.b_is_sharper else pb.SHOT_A,
             timings=pb.Timings(decode_ms=ms(decoded - received), queue_ms=ms(job.queue_s),
                                inference_ms=ms(job.inference_s), encode_ms=ms(done - stitched),
                                total_ms=ms(done - received)))
+        await self.focus_qc.finish(qc, response)
+        return response
 
     def _decode_pair(self, request: pb.FuseRequest) -> DecodedPair:
         limits = dict(max_width=self.config.max_tile_width, max_height=self.config.max_tile_height)
@@ -208,3 +213,8 @@ def optics_from_metadata(metadata: dict[str, str]) -> pb.Optics:
                      wavelengths_um=_floats(metadata.get("optics.wavelengths_um", "")),
                      defocus_um=_floats(metadata.get("optics.defocus_um", "")),
                      focus_sigma_um=scalar("optics.focus_sigma_um"))
+
+
+def _model_metadata(config: Config, backend: Backend) -> dict[str, str]:
+    from tsva.server.app import model_metadata  # app imports this module
+    return model_metadata(config, backend)
