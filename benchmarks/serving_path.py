@@ -13,10 +13,13 @@ each is served by `tsva serve` on loopback (embedded backend, --max-batch 48) an
   (tsva_backend_tensor_bytes_total, both directions) / fused pixels (tsva_fused_pixels_total),
   target <= 9.
 
+`--model shipped` serves the shipped network instead (its pixel-typed form for the uint8 paths):
+that is how the CPU plan (224-px patches vs whole tiles) was chosen.
+
 The machine's load average is printed beside the figures: on shared cores compare the paths
 within one run. Usage:
     python benchmarks/serving_path.py [--duration 15] [--warmup 3] [--json]
-        [--paths float32-patch,float32-tile,uint8-tile]
+        [--paths float32-patch,float32-tile,uint8-tile,uint8-patch] [--model identity|shipped]
 """
 from __future__ import annotations
 
@@ -117,6 +120,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per path")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--paths", default=DEFAULT_PATHS, help=f"comma-separated, of {', '.join(PATHS)}")
+    parser.add_argument("--model", choices=("identity", "shipped"), default="identity",
+                        help="identity: output = y1 (the gateway's own cost); shipped: the shipped network")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     names = [n.strip() for n in args.paths.split(",") if n.strip()]
@@ -125,7 +130,14 @@ def main() -> int:
         parser.error(f"--paths: unknown {', '.join(unknown)}")
     results = []
     with tempfile.TemporaryDirectory(prefix="tsva-serving-path-") as tmp:
-        models = {io: identity_model(Path(tmp) / f"identity_{io}.onnx", io) for io in ("float32", "uint8")}
+        if args.model == "identity":
+            models = {io: identity_model(Path(tmp) / f"identity_{io}.onnx", io) for io in ("float32", "uint8")}
+        else:
+            from tsva.export.pixel_io import write_pixel_model
+            from tsva.server.config import DEFAULT_MODEL_PATH
+
+            models = {"float32": Path(DEFAULT_MODEL_PATH),
+                      "uint8": write_pixel_model(DEFAULT_MODEL_PATH, Path(tmp) / "shipped_uint8.onnx", "uint8")}
         for name in names:
             io, patch = PATHS[name]
             results.append(measure(name, models[io], patch, args))
@@ -135,7 +147,7 @@ def main() -> int:
                       f"{r['gateway_cpu_percent']} % = {r['gateway_cpu_ms_per_mp']} ms/MP, "
                       f"{r['bytes_per_fused_pixel']} bytes/fused px to+from the backend, p50 {r['p50_ms']} ms, "
                       f"{r['errors']} errors (load {r['loadavg_before']} -> {r['loadavg_after']})", flush=True)
-    summary = {"paths": results, "targets": {"gateway_cpu_ms_per_mp": TARGET_MS_PER_MP,
+    summary = {"model": args.model, "paths": results, "targets": {"gateway_cpu_ms_per_mp": TARGET_MS_PER_MP,
                                              "bytes_per_fused_pixel": TARGET_BYTES_PER_PIXEL}}
     by = {r["path"]: r for r in results}
     if "float32-patch" in by and "uint8-tile" in by:
