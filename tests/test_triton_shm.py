@@ -99,9 +99,10 @@ def fuse_all(gw, prefix: str) -> list[np.ndarray]:
 
 
 def same_tile(a: np.ndarray, b: np.ndarray) -> bool:
-    """Equal to 1 LSB, and nearly all pixels exactly."""
+    """Equal to 1 LSB, and 99 % of the values exactly (flips of a rounding sit along rows where
+    patches overlap; a swapped or misplaced tensor changes most pixels by many LSB)."""
     diff = np.abs(a.astype(np.int64) - b.astype(np.int64))
-    return a.shape == b.shape and diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000
+    return a.shape == b.shape and diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 100
 
 
 def registered_regions(url: str) -> list[str]:
@@ -198,3 +199,25 @@ def test_killed_workers_regions_are_unregistered(triton, model, expected):
         assert same_tile(got, expected[1])
         assert set(new) >= {p for p in pids if p != victim}
     assert not [name for name in registered_regions(triton.url) if name.startswith("tsva_")]
+
+
+def _cuda_python_present() -> bool:
+    try:
+        from cuda import cudart  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_cuda_python_present(), reason="cuda-python is installed: CUDA regions could be created here")
+def test_cuda_without_a_gpu_falls_back_to_grpc(triton, model, expected):
+    """No GPU and no cuda-python on this machine: CUDA regions cannot be created, which the gateway
+    says once (reason create) before it sends every batch over gRPC. The CUDA path itself needs a GPU
+    and is not run by this suite."""
+    with start_gateway(model, triton_urls=triton.url, triton_shared_memory="cuda", **FLAGS) as gw:
+        got = fuse_all(gw, "cuda")
+        assert metric(gw.metrics_url, "tsva_triton_shm_fallbacks_total", reason="create") == 1
+        assert metric(gw.metrics_url, "tsva_triton_batches_total", transport="cuda") == 0
+        assert metric(gw.metrics_url, "tsva_triton_batches_total", transport="grpc") > 0
+        assert "CUDA shared memory unavailable" in gw.logs()
+    assert all(same_tile(ours, theirs) for ours, theirs in zip(got, expected))
