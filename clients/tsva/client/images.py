@@ -270,10 +270,13 @@ def as_hwc(array: np.ndarray, field: str = "image") -> np.ndarray:
     return _as_hwc(array, field, "array")
 
 
-def encode_image(array: np.ndarray, encoding: int = pb.IMAGE_ENCODING_RAW) -> pb.Image:
+def encode_image(array: np.ndarray, encoding: int = pb.IMAGE_ENCODING_RAW, *,
+                 out: pb.Image | None = None) -> pb.Image:
     """An Image message holding `array` (H x W or H x W x C, uint8/uint16, C = 1 or 3).
 
-    `encoding` is an ImageEncoding value or one of "raw", "png", "tiff".
+    `encoding` is an ImageEncoding value or one of "raw", "png", "tiff". `out`: an Image field of
+    a message being built (e.g. `response.fused`), filled in place and returned; assigning a
+    separate Image to a message would copy all its bytes once more.
     """
     if isinstance(encoding, str):
         try:
@@ -283,8 +286,9 @@ def encode_image(array: np.ndarray, encoding: int = pb.IMAGE_ENCODING_RAW) -> pb
     array = as_hwc(array)
     height, width, channels = array.shape
     _check_limits(width, height, "image", None, None)
-    img = pb.Image(encoding=encoding, width=width, height=height, channels=channels,
-                   pixel_type=pixel_type_of(array.dtype))
+    img = pb.Image() if out is None else out
+    img.encoding, img.width, img.height, img.channels = encoding, width, height, channels
+    img.pixel_type = pixel_type_of(array.dtype)
     if encoding == pb.IMAGE_ENCODING_RAW:
         img.data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     elif encoding == pb.IMAGE_ENCODING_PNG:

@@ -121,7 +121,8 @@ class Pipeline:
         qc = self.focus_qc.start(request, pair.shot_a, pair.shot_b)  # beside the inference
         await self.batcher.run_job(job)
         stitched = time.perf_counter()
-        fused = await asyncio.to_thread(self._finish, job, y1.dtype, channels, encoding)
+        # The fused image is written straight into the response (no copy of it into a message).
+        response = await asyncio.to_thread(self._finish, job, y1.dtype, channels, encoding)
         done = time.perf_counter()
 
         if pair.b_is_sharper:
@@ -129,13 +130,13 @@ class Pipeline:
         self.metrics.fused_pixels.inc(height * width)
         self.metrics.tile_latency.observe(done - received)
         ms = lambda seconds: 1000.0 * seconds  # noqa: E731
-        response = pb.FuseResponse(
-            tile_id=request.tile_id, slide_id=request.slide_id, position=request.position, fused=fused,
+        response.MergeFrom(pb.FuseResponse(
+            tile_id=request.tile_id, slide_id=request.slide_id, position=request.position,
             brenner_a=pair.brenner_a, brenner_b=pair.brenner_b,
             y1_shot=pb.SHOT_B if pair.b_is_sharper else pb.SHOT_A,
             timings=pb.Timings(decode_ms=ms(decoded - received), queue_ms=ms(job.queue_s),
                                inference_ms=ms(job.inference_s), encode_ms=ms(done - stitched),
-                               total_ms=ms(done - received)))
+                               total_ms=ms(done - received))))
         await self.focus_qc.finish(qc, response)
         return response
 
@@ -149,8 +150,10 @@ class Pipeline:
         return DecodedPair(shot_a, shot_b, brenner(shot_a), brenner(shot_b))
 
     @staticmethod
-    def _finish(job: TileJob, dtype, channels: int, encoding: int) -> pb.Image:
-        return encode_image(job.result(dtype, channels), encoding)
+    def _finish(job: TileJob, dtype, channels: int, encoding: int) -> pb.FuseResponse:
+        response = pb.FuseResponse()
+        encode_image(job.result(dtype, channels), encoding, out=response.fused)
+        return response
 
     # ---- FindFocus ---------------------------------------------------------------------------
 
