@@ -275,3 +275,28 @@ def test_a_model_with_unknown_inputs_is_a_start_up_error(tmp_path):
     assert done.returncode == 2
     assert "image tensor(float)" in done.stderr and "mask tensor(float)" in done.stderr
     assert "expected inputs y1, y2" in done.stderr
+
+
+# ------------------------------------------------------------------ the patch plan
+
+def test_auto_plan_follows_the_backend_and_the_engines_profile():
+    """`--patch-size auto`: 224 on CPU, whole tiles on GPUs, except for a GPU model whose TensorRT
+    profile was built for patches (the shipped float32 GPU config: sides up to 320)."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from tsva.server.backends.triton import profile_max_side
+    from tsva.server.config import Config
+
+    def as_json(text):  # as tritonclient's get_model_config(as_json=True) gives it
+        return json_format.MessageToDict(text_format.Parse(text, mc.ModelConfig()), preserving_proto_field_name=True)
+
+    f32 = contract_from_io(FLOAT_IO, {"x": ("tensor(float)", [3, "h", "w"])})
+    u8 = contract_from_io({n: ("TYPE_UINT8", [-1, -1, 3]) for n in ("y1", "y2")}, {"x": ("TYPE_UINT8", [-1, -1, 3])})
+    shipped_gpu = profile_max_side(as_json((REPO_ROOT / "model_repository/tsva/config.pbtxt").read_text()), f32)
+    pixel_gpu = profile_max_side(as_json(pixel_triton_config("tsva_uint8", "uint8")), u8)
+    assert (shipped_gpu, pixel_gpu) == (320, 2048)
+    auto = Config()
+    assert auto.patch_side("cpu") == 224 and auto.patch_side("gpu") == 0
+    assert auto.patch_side("gpu", shipped_gpu) == 224 and auto.patch_side("gpu", pixel_gpu) == 0
+    assert Config(patch_size="tile").patch_side("cpu") == 0 and Config(patch_size="96").patch_side("gpu") == 96

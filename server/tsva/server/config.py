@@ -21,6 +21,7 @@ DEFAULT_MODEL_PATH = REPOSITORY_ROOT / "model_repository" / "tsva" / "1" / "mode
 # whole tiles run slower there and need far more memory; docs/performance.md).
 CPU_PATCH_SIZE = 224
 WHOLE_TILE = 0  # patch side meaning "no patches": GetInfo.patch_size reports it as 0
+TYPICAL_TILE_SIDE = 1232  # a 1224x1024 scanner tile's width padded to 16
 
 
 class ConfigError(ValueError):
@@ -100,14 +101,16 @@ class Config:
     log_level: str = _option("--log-level", str, "INFO", "logging level",
                              ("DEBUG", "INFO", "WARNING", "ERROR"))
 
-    def patch_side(self, device: str = "cpu") -> int:
+    def patch_side(self, device: str = "cpu", max_side: int = 0) -> int:
         """The patch side to serve with: --patch-size, or for `auto` the plan of `device` (the
-        backend's ModelInfo.device): CPU_PATCH_SIZE on CPU, WHOLE_TILE (0) on GPUs."""
+        backend's ModelInfo.device): CPU_PATCH_SIZE on CPU, WHOLE_TILE (0) on GPUs, unless the
+        model is built for sides below a typical tile's (max_side: a TensorRT profile's)."""
         text = str(self.patch_size).strip().lower()
         if text == "tile":
             return WHOLE_TILE
         if text == "auto":
-            return CPU_PATCH_SIZE if device == "cpu" else WHOLE_TILE
+            whole = device != "cpu" and (not max_side or max_side >= TYPICAL_TILE_SIDE)
+            return WHOLE_TILE if whole else CPU_PATCH_SIZE
         return int(text)
 
     @property

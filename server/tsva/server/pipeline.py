@@ -66,7 +66,7 @@ class Pipeline:
         # The patch plan and the tensors' form follow the served model (read at backend start).
         model = backend.model_info()
         self.contract = model.contract
-        self.patch_side = config.patch_side(model.device)  # 0: whole tiles
+        self.patch_side = config.patch_side(model.device, model.max_side)  # 0: whole tiles
 
     # ---- Fuse ------------------------------------------------------------------------------
 

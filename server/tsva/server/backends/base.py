@@ -26,6 +26,7 @@ class ModelInfo:
     metadata: dict[str, str] = field(default_factory=dict)  # the ONNX model's metadata_props
     contract: ModelContract = FLOAT32_CONTRACT  # read from the model's inputs at start()
     device: str = "cpu"  # "gpu" when the model runs on a GPU (whole tiles pay off there), else "cpu"
+    max_side: int = 0  # largest H, W the model is built for (a TensorRT profile's), 0: no limit known
 
 
 class Backend(abc.ABC):

@@ -78,6 +78,7 @@ class EndpointState:
     contract: ModelContract | None = None  # read from the model's config when it (re)joins
     contract_error: str | None = None  # its model follows no contract
     device: str = "gpu"  # "cpu" when every instance group of the model is KIND_CPU
+    max_side: int = 0  # the TensorRT profile's largest H, W (0: no profile)
     served: int = 0  # batches answered
     shm: bool = False  # send its batches through shared memory (until that fails)
     changed_at: float = field(default_factory=time.monotonic)
@@ -283,6 +284,7 @@ class TritonBackend(Backend):
                                        where=f"model {self.model_name!r} on {ep.url}")
         kinds = {g.get("kind", "KIND_AUTO") for g in config.get("instance_group", [])}
         ep.device = "cpu" if kinds == {"KIND_CPU"} else "gpu"
+        ep.max_side = profile_max_side(config, ep.contract)
         # max_batch_size 0 means the model does not batch: one patch per request.
         ep.max_batch_size = max(1, int(config.get("max_batch_size", 0)))
         metadata = await ep.client.get_model_metadata(
@@ -300,7 +302,8 @@ class TritonBackend(Backend):
                                      f"({', '.join(f'{ep.url}: {ep.contract.name}' for ep in live)})")
         return ModelInfo(name=self.model_name, version=live[0].version,
                          max_batch_size=min(ep.max_batch_size for ep in live), contract=live[0].contract,
-                         device="cpu" if all(ep.device == "cpu" for ep in live) else "gpu")
+                         device="cpu" if all(ep.device == "cpu" for ep in live) else "gpu",
+                         max_side=min((ep.max_side for ep in live if ep.max_side), default=0))
 
     def model_info(self) -> ModelInfo:
         if self._info is None:
@@ -435,6 +438,25 @@ class TritonBackend(Backend):
             await asyncio.sleep(max(0.0, min(backoff, deadline - time.monotonic())))
         raise BackendUnavailable(
             f"model {self.model_name!r}: batch failed {max_attempts} times: {'; '.join(failures)}")
+
+
+def profile_max_side(config: dict, contract: ModelContract) -> int:
+    """The smaller of H and W in the y1 entry of a TensorRT accelerator's trt_profile_max_shapes
+    (`y1:64x3x320x320,...` in the JSON model config), 0 when the config has none: a float32 GPU
+    model built for patches must not be sent whole tiles outside its engine's profile."""
+    accelerators = (config.get("optimization", {}).get("execution_accelerators", {})
+                    .get("gpu_execution_accelerator", []))
+    for accelerator in accelerators:
+        shapes = accelerator.get("parameters", {}).get("trt_profile_max_shapes", "")
+        for entry in shapes.split(","):
+            name, _, dims = entry.strip().partition(":")
+            if name == INPUT_Y1:
+                try:
+                    batch_item = [int(d) for d in dims.split("x")][1:]
+                    return min(contract.item_size(batch_item))
+                except (ValueError, IndexError):
+                    return 0
+    return 0
 
 
 def _short(exc: InferenceServerException) -> str:
