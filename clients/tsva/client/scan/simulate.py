@@ -18,8 +18,8 @@ import numpy as np
 from .manifest import Slide, Tile
 
 MASK_SCALE = 8
-STACK_Z_UM = tuple(np.round(np.arange(-3.0, 3.01, 0.5), 2))
-STACK_CROP = 384
+STACK_Z_UM = tuple(np.round(np.arange(-3.0, 3.01, 0.75), 2))
+STACK_CROP = 256
 Z_QUANTUM_UM = 0.05  # the focus drive's step
 
 
