@@ -16,6 +16,7 @@ from .canvas import Canvas
 
 TILE = 256
 COMPRESSIONS = {"deflate": "zlib", "jpeg": "jpeg", "none": None}
+DEFLATE_LEVEL = 1  # 3x faster than zlib's default 6, files ~10 % larger: the writer keeps up with the scan
 
 
 def _tiles(canvas: Canvas, level: int, tile: int):
@@ -38,6 +39,8 @@ def _options(canvas: Canvas, compression: str, quality: int) -> dict:
                    compression=codec, resolutionunit="CENTIMETER", dtype=np.uint8)
     if codec == "jpeg":
         options["compressionargs"] = {"level": quality}
+    elif codec == "zlib":
+        options["compressionargs"] = {"level": DEFLATE_LEVEL}
     return options
 
 

@@ -1,0 +1,170 @@
+"""`tsva scan` figures: the client's memory and writing cost, and a simulated scan of the CMU-1 region.
+
+  memory   replayed pairs (one pair of 1224x1024 PNG shots for every tile) through a gateway with a
+           pointwise ONNX model (the client's cost is what is measured): peak RSS of the `tsva scan`
+           process for a slide of ROWS x COLS tiles and one of 10x its area; the writer's CPU per MP.
+  cmu      `tsva serve` with the shipped model + `tsva scan --simulate` of the CMU-1 region: tiles,
+           wall time, MP/s, PSNR fused vs sharper shot, focus QC error.
+
+    .venv/bin/python benchmarks/scan_slide.py memory --json runs/scan_memory.json
+    .venv/bin/python benchmarks/scan_slide.py cmu --json runs/scan_cmu.json
+Prints one JSON object (with the load average beside the figures).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CMU = ROOT.parent / "shared" / "data" / "he" / "cmu1_small_region_0.5um.png"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pointwise_model(path: Path) -> Path:
+    """x = 0.75 y1 + 0.25 y2 in the model contract (float32 NCHW), with the shipped optics metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    io = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3, "H", "W"])  # noqa: E731
+    w1 = helper.make_tensor("w1", TensorProto.FLOAT, [], [0.75])
+    w2 = helper.make_tensor("w2", TensorProto.FLOAT, [], [0.25])
+    graph = helper.make_graph([helper.make_node("Mul", ["y1", "w1"], ["a"]), helper.make_node("Mul", ["y2", "w2"], ["b"]),
+                               helper.make_node("Add", ["a", "b"], ["x"])], "pointwise", [io("y1"), io("y2")],
+                              [io("x")], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"model_name": "pointwise", "optics.numerical_aperture": "0.75", "optics.refractive_index": "1",
+                       "optics.pixel_size_um": "0.25", "optics.wavelengths_um": "0.61,0.53,0.47",
+                       "optics.defocus_um": "0.5,1,1.5,2,2.5,3", "optics.focus_sigma_um": "1",
+                       "sample.thickness_um": "4", "sample.layers": "5"}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+@contextlib.contextmanager
+def gateway(model: Path | None, *flags: str):
+    from tsva.client.sdk import Client
+
+    port = _port()
+    args = [sys.executable, "-m", "tsva.server", "--host", "127.0.0.1", "--port", str(port), "--metrics-host",
+            "127.0.0.1", "--metrics-port", str(_port()), *flags]
+    if model is not None:
+        args += ["--model-path", str(model)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with Client(f"127.0.0.1:{port}") as client:
+            client.wait_until_serving(timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def run_scan(args: list[str]) -> tuple[dict, float]:
+    """Runs `tsva scan ... --json`; (its summary, its peak RSS in MiB, from wait4's rusage)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, "-m", "tsva.client.cli", "scan", *args, "--json", "--no-progress"],
+                                   stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"tsva scan failed ({process.returncode}): {stderr[-2000:]}")
+    return json.loads(stdout.strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def replay_manifest(folder: Path, rows: int, cols: int, overlap: int = 64) -> Path:
+    from PIL import Image
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    base = ndimage.gaussian_filter(rng.random((1024, 1224, 3)), (2, 2, 0))
+    base = (255 * (base - base.min()) / np.ptp(base)).astype(np.uint8)
+    Image.fromarray(ndimage.gaussian_filter(base, (1.5, 1.5, 0))).save(folder / "a.png")
+    Image.fromarray(ndimage.gaussian_filter(base, (0.7, 0.7, 0))).save(folder / "b.png")
+    lines = ["tile_id,x,y,shot_a,shot_b,defocus_a_um,defocus_b_um"]
+    for r in range(rows):
+        for c in range(cols):
+            lines.append(f"r{r}c{c},{c * (1224 - overlap)},{r * (1024 - overlap)},a.png,b.png,-1,1")
+    path = folder / f"manifest_{rows}x{cols}.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def memory(args) -> dict:
+    out: dict = {"loadavg": open("/proc/loadavg").read().split()[:3]}
+    with tempfile.TemporaryDirectory(prefix="tsva-scan-bench-") as tmp:
+        tmp = Path(tmp)
+        model = pointwise_model(tmp / "pointwise.onnx")
+        with gateway(model, "--patch-size", "tile") as address:
+            for label, rows in (("1x", args.rows), ("10x", 10 * args.rows)):
+                manifest = replay_manifest(tmp, rows, args.cols)
+                summary, peak = run_scan([str(manifest), "-o", str(tmp / label), "--server", address,
+                                          "--window", str(args.window)])
+                out[label] = {"tiles": summary["tiles"], "megapixels": round(summary["width"] * summary["height"] / 1e6, 1),
+                              "peak_rss_mib": round(peak, 1), "wall_s": summary["wall_s"], "mp_per_s": summary["mp_per_s"],
+                              "writer_cpu_s_per_mp": summary["writer_cpu_s_per_mp"],
+                              "place_cpu_s_per_mp": summary["place_cpu_s_per_mp"]}
+    out["rss_growth_mib"] = round(out["10x"]["peak_rss_mib"] - out["1x"]["peak_rss_mib"], 1)
+    per_mp = out["10x"]["writer_cpu_s_per_mp"] + out["10x"]["place_cpu_s_per_mp"]
+    out["writer_mp_per_cpu_s"] = round(1 / max(per_mp, 1e-9), 1)
+    out["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    return out
+
+
+def cmu(args) -> dict:
+    out: dict = {"loadavg": open("/proc/loadavg").read().split()[:3]}
+    with tempfile.TemporaryDirectory(prefix="tsva-scan-cmu-") as tmp:
+        with gateway(None) as address:  # the shipped model, embedded backend: `tsva serve` defaults
+            scan_args = ["--simulate", str(args.image), "-o", str(args.out), "--server", address, "--dd", str(args.dd)]
+            if args.max_tiles:
+                scan_args += ["--max-tiles", str(args.max_tiles)]
+            summary, peak = run_scan(scan_args)
+    out.update(summary)
+    out["peak_rss_mib"] = round(peak, 1)
+    out["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    m = sub.add_parser("memory")
+    m.add_argument("--rows", type=int, default=2)
+    m.add_argument("--cols", type=int, default=4)
+    m.add_argument("--window", type=int, default=8)
+    c = sub.add_parser("cmu")
+    c.add_argument("--image", type=Path, default=CMU)
+    c.add_argument("--out", type=Path, default=ROOT / "runs" / "scan_cmu")
+    c.add_argument("--dd", type=float, default=1.0)
+    c.add_argument("--max-tiles", type=int)
+    for p in (m, c):
+        p.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    result = memory(args) if args.what == "memory" else cmu(args)
+    print(json.dumps(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
