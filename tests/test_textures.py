@@ -25,8 +25,20 @@ def he():
     return data.immunohistochemistry()
 
 
-def test_default_texture_is_rescaled_and_split_into_disjoint_parts():
+def test_default_textures_are_the_packaged_he_fields_rescaled_and_split_by_image():
     textures = load_textures(None, pixel_size_um=0.25, min_size=64)
+    assert [t.name for t in textures] == ["torchstain_source.png", "torchstain_target.png"]
+    assert textures[0].image.shape == (876, 1168, 3)  # 584x438 px at 0.5 -> 0.25 um/px
+    train, val = split_textures(textures)
+    assert [t.name for t in train] == ["torchstain_source.png"] and [t.name for t in val] == ["torchstain_target.png"]
+    # H&E (pink and purple, not the brown DAB of IHC): green is the most absorbed channel.
+    mean = textures[0].image.reshape(-1, 3).mean(0)
+    assert mean[0] > mean[1] and mean[2] > mean[1]
+
+
+def test_a_single_image_is_split_into_disjoint_parts(tmp_path, he):
+    _write(tmp_path / "only_0.5um.png", he)
+    textures = load_textures(tmp_path, pixel_size_um=0.25, min_size=64)
     assert len(textures) == 1 and textures[0].image.shape == (1024, 1024, 3)  # 512 px at 0.5 -> 0.25 um/px
     train, val = split_textures(textures)
     assert train[0].image.shape[1] + val[0].image.shape[1] == 1024

@@ -58,8 +58,9 @@ def test_train_checkpoints_full_configuration_and_resumes(tmp_path):
     assert result["steps"] == 4 and len(result["history"]) == 2
     assert all(np.isfinite(h["val_psnr"]) for h in result["history"])
     net, ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert ckpt["network"] == {"arch": "tsva", "base_width": 4, "depth": 2, "channels": 3}
+    assert ckpt["network"] == {"arch": "tsva", "base_width": 4, "depth": 2, "channels": 3, "condition": "none"}
     assert ckpt["optics"] == Optics().to_dict() and ckpt["sample"] == Sample().to_dict()
+    assert ckpt["distribution"]["thin_fraction"] == 0.25 and ckpt["world_size"] == 1  # --sections mixed
     assert ckpt["train"]["steps"] == 4 and ckpt["training_command"] == "tsva train (test)"
     assert "validation (held out)" in ckpt["training_data"]
     assert (tmp_path / "pool.npz").is_file()  # the shared pool was cached

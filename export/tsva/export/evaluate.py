@@ -37,19 +37,26 @@ class Predictor:
                 raise CheckpointError(f"model {self.path}: holds a {arch!r} network, expected {expect_arch!r}")
             self._session = onnx_session(self.path, threads)
             self._net = None
+            self.conditioned = any(i.name == "dd" for i in self._session.get_inputs())
         else:
             import torch
 
             from .checkpoint import load_checkpoint
             torch.set_num_threads(threads)
             self._net, _ = load_checkpoint(self.path, expect_arch=expect_arch)
+            self.conditioned = self._net.config.conditioned
 
-    def __call__(self, y1: np.ndarray, y2: np.ndarray) -> np.ndarray:
+    def __call__(self, y1: np.ndarray, y2: np.ndarray, dd: np.ndarray | None = None) -> np.ndarray:
+        """dd [N] or [N, 1] (um) is used only by a defocus-conditioned model."""
+        dd = None if dd is None or not self.conditioned else np.asarray(dd, np.float32).reshape(-1, 1)
+        if self.conditioned and dd is None:
+            raise CheckpointError(f"model {self.path}: conditioned on the defocus, but no dD was given")
         if self._net is None:
-            return self._session.run(["x"], {"y1": y1, "y2": y2})[0]
+            return self._session.run(["x"], {"y1": y1, "y2": y2, **({"dd": dd} if dd is not None else {})})[0]
         import torch
         with torch.no_grad():
-            return self._net(torch.from_numpy(y1), torch.from_numpy(y2)).clamp(0, 1).numpy()
+            return self._net(torch.from_numpy(y1), torch.from_numpy(y2),
+                             None if dd is None else torch.from_numpy(dd)).clamp(0, 1).numpy()
 
 
 def haematoxylin(rgb: np.ndarray) -> np.ndarray:
@@ -99,7 +106,8 @@ def evaluate(pools: dict[float, PairPool], optics: Optics, tsva: Predictor | Non
         outputs = {"sharper": y1s, "mean": (y1s + y2s) / 2}
         for name, model in (("tsva", tsva), ("unet", unet)):
             if model is not None:
-                outputs[name] = np.concatenate([model(y1s[i:i + cfg.batch], y2s[i:i + cfg.batch])
+                outputs[name] = np.concatenate([model(y1s[i:i + cfg.batch], y2s[i:i + cfg.batch],
+                                                      pool.dd_um[i:i + cfg.batch])
                                                 for i in range(0, len(y1s), cfg.batch)])
         scores = {m: {"psnr": [], "ssim": [], "count_error": []} for m in METHODS if m in outputs or m == "richardson_lucy"}
         truth_counts = []

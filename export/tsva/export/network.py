@@ -4,6 +4,11 @@ TSVA: two contracting paths with ONE set of weights (the shared encoder runs on 
 deepest features of both paths concatenated, an expansive path that concatenates the skip features
 of BOTH paths at every level, a final 1x1 conv, and Y1 added to the output (residual learning).
 The final conv is zero-initialised, so an untrained network returns Y1, the sharper shot.
+
+Defocus conditioning (`condition="defocus"`): the scanner knows dD (the tile's own offset n stays
+unknown), so the network may take it as a third input, dd [N, 1] in um, given to the encoder as a
+constant extra channel of every shot (dd / DD_SCALE_UM). Its first-conv weights start at zero, so a
+conditioned network initialised from an unconditioned one computes exactly the same at first.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import torch
 from torch import nn
 
 ARCHITECTURES = ("tsva", "unet")
+CONDITIONS = ("none", "defocus")
+DD_SCALE_UM = 3.0  # dD / this: the channel stays in [0, 1] over the usual range
 
 
 @dataclass(frozen=True)
@@ -21,15 +28,34 @@ class NetworkConfig:
     base_width: int = 16      # channels of the first level; doubles at every level
     depth: int = 3            # number of 2x2 max-pools; inputs must be multiples of 2**depth
     channels: int = 3         # RGB
+    condition: str = "none"   # "defocus": dD is a third input
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
         if self.base_width < 1 or self.depth < 1 or self.channels < 1:
             raise ValueError(f"base_width, depth and channels must be >= 1, got {self}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def conditioned(self) -> bool:
+        return self.condition == "defocus"
+
+    @property
+    def encoder_inputs(self) -> int:
+        return self.channels + (1 if self.conditioned else 0)
+
+
+def with_defocus_plane(x: torch.Tensor, dd: torch.Tensor | None) -> torch.Tensor:
+    """x [N, C, H, W] with dd [N, 1] (um) appended as a constant channel."""
+    if dd is None:
+        raise ValueError("this network is conditioned on the defocus: pass dd [N, 1] (um)")
+    plane = (dd.reshape(-1, 1, 1, 1).to(x.dtype) / DD_SCALE_UM).expand(x.shape[0], 1, x.shape[2], x.shape[3])
+    return torch.cat([x, plane], dim=1)
 
 
 class DoubleConv(nn.Sequential):
@@ -93,14 +119,17 @@ class TSVA(nn.Module):
         super().__init__()
         self.config = config
         c, w, d = config.channels, config.base_width, config.depth
-        self.encoder = Encoder(c, w, d)
+        self.encoder = Encoder(config.encoder_inputs, w, d)
         self.decoder = Decoder(c, w, d, paths=2)
 
-    def forward(self, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+    def forward(self, y1: torch.Tensor, y2: torch.Tensor, dd: torch.Tensor | None = None) -> torch.Tensor:
         # Both shots go through the same encoder in one call (a batch of 2N): shared weights by
         # construction, and one convolution per layer instead of two.
         n = y1.shape[0]
-        skips, bottom = self.encoder(torch.cat([y1, y2], dim=0))
+        x = torch.cat([y1, y2], dim=0)
+        if self.config.conditioned:
+            x = with_defocus_plane(x, torch.cat([dd, dd], dim=0) if dd is not None else None)
+        skips, bottom = self.encoder(x)
         paired_skips = [[s[:n], s[n:]] for s in skips]
         bottom = torch.cat([bottom[:n], bottom[n:]], dim=1)
         return y1 + self.decoder(paired_skips, bottom)
@@ -114,16 +143,30 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config
         c, w, d = config.channels, config.base_width, config.depth
-        self.encoder = Encoder(c, w, d)
+        self.encoder = Encoder(config.encoder_inputs, w, d)
         self.decoder = Decoder(c, w, d, paths=1)
 
-    def forward(self, y1: torch.Tensor, y2: torch.Tensor | None = None) -> torch.Tensor:
-        skips, bottom = self.encoder(y1)
+    def forward(self, y1: torch.Tensor, y2: torch.Tensor | None = None, dd: torch.Tensor | None = None) -> torch.Tensor:
+        skips, bottom = self.encoder(with_defocus_plane(y1, dd) if self.config.conditioned else y1)
         return y1 + self.decoder([[s] for s in skips], bottom)
 
 
 def build_network(config: NetworkConfig) -> nn.Module:
     return TSVA(config) if config.arch == "tsva" else UNet(config)
+
+
+def load_compatible_weights(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Weights of a network that differs only in the defocus channel: the first conv's extra input
+    channel starts at zero (same outputs as the source network); everything else must fit exactly."""
+    own = net.state_dict()
+    merged = {}
+    for key, value in state.items():
+        target = own.get(key)
+        if target is not None and value.ndim == 4 and target.shape[1] == value.shape[1] + 1 \
+                and target.shape[0] == value.shape[0] and target.shape[2:] == value.shape[2:]:
+            value = torch.cat([value, torch.zeros_like(value[:, :1])], dim=1)
+        merged[key] = value
+    net.load_state_dict(merged)
 
 
 class Clamped(nn.Module):
@@ -133,5 +176,5 @@ class Clamped(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
-        return self.net(y1, y2).clamp(0.0, 1.0)
+    def forward(self, y1: torch.Tensor, y2: torch.Tensor, dd: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(y1, y2, dd).clamp(0.0, 1.0)

@@ -1,7 +1,8 @@
 """ONNX export to the gateway's contract, metadata, parity check and the fp16 variant.
 
 Contract: inputs `y1`, `y2`, output `x`, float32 NCHW in [0, 1], batch/height/width dynamic
-(height and width multiples of 16), opset >= 17.
+(height and width multiples of 16), opset >= 17. A defocus-conditioned network has a third input,
+`dd` float32 [batch, 1]: the pair's dD in um (half the distance between the two shots' planes).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .network import Clamped
 
 OPSET = 17
 INPUTS = ("y1", "y2")
+DEFOCUS_INPUT = "dd"
 OUTPUT = "x"
 PARITY_TOLERANCE = 1e-4
 
@@ -28,8 +30,8 @@ class _Fp16Inside(torch.nn.Module):
         super().__init__()
         self.net = copy.deepcopy(net).half()
 
-    def forward(self, y1, y2):
-        return self.net(y1.half(), y2.half()).float()
+    def forward(self, y1, y2, dd=None):
+        return self.net(y1.half(), y2.half(), None if dd is None else dd.half()).float()
 
 
 def export_onnx(net: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None,
@@ -42,11 +44,15 @@ def export_onnx(net: torch.nn.Module, path: str | Path, metadata: dict[str, str]
         model = _Fp16Inside(model)
     sample = torch.rand(1, 3, sample_size, sample_size)
     dynamic = {name: {0: "batch", 2: "height", 3: "width"} for name in (*INPUTS, OUTPUT)}
+    args, names = (sample, sample), list(INPUTS)
+    if getattr(getattr(net, "config", None), "conditioned", False):
+        args, names = (sample, sample, torch.full((1, 1), 1.5)), [*INPUTS, DEFOCUS_INPUT]
+        dynamic[DEFOCUS_INPUT] = {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter: needs no onnxscript, and handles this plain conv net exactly.
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (sample, sample), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=list(INPUTS), output_names=[OUTPUT], dynamic_axes=dynamic,
+        torch.onnx.export(model, args, str(path), dynamo=False, opset_version=OPSET,
+                          input_names=names, output_names=[OUTPUT], dynamic_axes=dynamic,
                           do_constant_folding=True)
     proto = onnx.load(str(path))
     _keep_both_inputs(proto)
@@ -65,7 +71,8 @@ def _keep_both_inputs(proto: onnx.ModelProto) -> None:
             twin = copy.deepcopy(proto.graph.input[0])
             twin.name = name
             proto.graph.input.append(twin)
-    ordered = sorted(proto.graph.input, key=lambda i: INPUTS.index(i.name) if i.name in INPUTS else len(INPUTS))
+    order = (*INPUTS, DEFOCUS_INPUT)
+    ordered = sorted(proto.graph.input, key=lambda i: order.index(i.name) if i.name in order else len(order))
     del proto.graph.input[:]
     proto.graph.input.extend(ordered)
 
@@ -97,13 +104,17 @@ def check_parity(net: torch.nn.Module, path: str | Path, sizes=((1, 64, 64), (2,
     """Max abs difference ONNX Runtime vs PyTorch over the given (batch, height, width) sizes."""
     session = onnx_session(path)
     model = Clamped(net).eval()
+    conditioned = getattr(getattr(net, "config", None), "conditioned", False)
     rng = np.random.default_rng(seed)
     worst = 0.0
     for batch, h, w in sizes:
         y1 = rng.random((batch, 3, h, w), dtype=np.float32)
         y2 = rng.random((batch, 3, h, w), dtype=np.float32)
+        dd = rng.uniform(0.5, 3.0, (batch, 1)).astype(np.float32) if conditioned else None
         with torch.no_grad():
-            expected = model(torch.from_numpy(y1), torch.from_numpy(y2)).numpy()
-        got = session.run([OUTPUT], {"y1": y1, "y2": y2})[0]
+            expected = model(torch.from_numpy(y1), torch.from_numpy(y2),
+                             None if dd is None else torch.from_numpy(dd)).numpy()
+        feeds = {"y1": y1, "y2": y2, **({DEFOCUS_INPUT: dd} if conditioned else {})}
+        got = session.run([OUTPUT], feeds)[0]
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst

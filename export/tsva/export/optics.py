@@ -145,6 +145,7 @@ class Sample:
     layers: int = 5                      # thin layers of the section, 1 um apart
     thickness_um: float = 4.0            # the layers span [-t/2, t/2] around the section's middle
     layer_smoothness_px: float = 24.0    # spatial scale of the random layer masks
+    stain_contrast: float = 2.0          # how sharply the stain is split among the layers
     photons_at_white: float = 2000.0     # Poisson part of the sensor noise (electrons at full scale)
     read_noise: float = 0.004            # Gaussian part, fraction of full scale
     bit_depth: int = 8
@@ -164,7 +165,7 @@ def _layer_masks(shape: tuple[int, int], sample: Sample, rng: np.random.Generato
     logits = rng.normal(size=(sample.layers, *shape))
     logits = ndimage.gaussian_filter(logits, sigma=(0, sample.layer_smoothness_px, sample.layer_smoothness_px))
     logits /= logits.std() + 1e-12
-    weights = np.exp(2.0 * logits)
+    weights = np.exp(sample.stain_contrast * logits)
     return weights / weights.sum(axis=0, keepdims=True)
 
 
@@ -185,6 +186,12 @@ def add_sensor_noise(image: np.ndarray, sample: Sample, rng: np.random.Generator
     noisy = electrons / sample.photons_at_white + rng.normal(0.0, sample.read_noise, image.shape)
     levels = 2 ** sample.bit_depth - 1
     return np.round(np.clip(noisy, 0.0, 1.0) * levels) / levels
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Brenner gradient of a float image in [0, 1], scored on its 16-bit pixels (the gateway scores
+    camera pixels in integer arithmetic; the order of two shots is the same)."""
+    return brenner(np.round(np.clip(image, 0, 1) * 65535).astype(np.uint16))
 
 
 @dataclass
@@ -209,7 +216,7 @@ def simulate_pair(texture: np.ndarray, optics: Optics, sample: Sample, dd_um: fl
     truth = image_at(texture, masks, depths, optics, 0.0)
     planes = (-dd_um - n, dd_um - n)
     shots = [add_sensor_noise(image_at(texture, masks, depths, optics, p), sample, rng) for p in planes]
-    order = (0, 1) if brenner(shots[0]) >= brenner(shots[1]) else (1, 0)
+    order = (0, 1) if sharpness(shots[0]) >= sharpness(shots[1]) else (1, 0)
     f32 = lambda a: np.clip(a, 0, 1).astype(np.float32)  # noqa: E731
     return SimulatedPair(f32(shots[order[0]]), f32(shots[order[1]]), f32(truth), float(dd_um), float(n),
                          float(planes[order[0]]), float(planes[order[1]]))

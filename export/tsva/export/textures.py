@@ -16,7 +16,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 # `cmu1_small_region_0.5um.png` -> 0.5 um/px
 _PIXEL_SIZE_IN_NAME = re.compile(r"_(\d+(?:\.\d+)?)um(?:_|\.|$)")
 DEFAULT_TEXTURE_PIXEL_SIZE_UM = 0.5
-DEFAULT_SOURCE = "skimage.data.immunohistochemistry"
+# The default textures: two small H&E fields shipped with the package (MIT, see data/he/LICENSE).
+DEFAULT_DIR = Path(__file__).resolve().parent / "data" / "he"
+DEFAULT_SOURCE = "the packaged H&E fields (tsva/export/data/he)"
 
 
 @dataclass
@@ -70,20 +72,15 @@ def rescale_to(image: np.ndarray, from_um: float, to_um: float) -> np.ndarray:
 
 def load_textures(directory: str | Path | None, pixel_size_um: float, min_size: int,
                   default_texture_pixel_size_um: float = DEFAULT_TEXTURE_PIXEL_SIZE_UM) -> list[Texture]:
-    """All images of `directory` (None: scikit-image's histology image), at `pixel_size_um`.
+    """All images of `directory` (None: the packaged H&E fields), at `pixel_size_um`.
     A texture's own pixel size comes from its name (`..._0.5um.png`) or the default."""
-    if directory is None:
-        from skimage import data
-        images = [(DEFAULT_SOURCE, _as_rgb(data.immunohistochemistry(), DEFAULT_SOURCE),
-                   default_texture_pixel_size_um)]
-    else:
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise TextureError(f"--textures {directory}: not a directory")
-        files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise TextureError(f"--textures {directory}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
-        images = [(p.name, read_image(p), pixel_size_from_name(p, default_texture_pixel_size_um)) for p in files]
+    directory = Path(directory if directory is not None else DEFAULT_DIR)
+    if not directory.is_dir():
+        raise TextureError(f"--textures {directory}: not a directory")
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise TextureError(f"--textures {directory}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+    images = [(p.name, read_image(p), pixel_size_from_name(p, default_texture_pixel_size_um)) for p in files]
     textures = []
     for name, image, size_um in images:
         image = rescale_to(image, size_um, pixel_size_um)

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..metadata import model_metadata
     from ..network import NetworkConfig
     from ..onnx_export import PARITY_TOLERANCE, check_parity, export_onnx
+    from ..distribution import SectionDistribution
     from ..optics import Optics, Sample
 
     net, ckpt = load_checkpoint(args.checkpoint)
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         training_data=str(ckpt.get("training_data", "unknown")),
         training_command=str(ckpt.get("training_command", "unknown")),
         evaluation_summary=evaluation_summary(args.evaluation), model_version=args.model_version,
-        sample=Sample(**ckpt["sample"]) if "sample" in ckpt else None)
+        sample=Sample(**ckpt["sample"]) if "sample" in ckpt else None,
+        distribution=SectionDistribution.from_dict(ckpt["distribution"]) if ckpt.get("distribution") else None)
     if args.format == "tensorrt":
         output = Path(args.output or DEFAULT_TENSORRT_DIR)
         return _tensorrt(net, meta, output)

@@ -1,5 +1,6 @@
 """`tsva simulate`: write simulated pairs and ground truth as PNG for inspection, a training pool
-(.npz), or calibrate the simulator against the real defocus pair (`--calibrate`)."""
+(.npz), through-focus z-stacks (`--zstacks-out`, the format `tsva train --zstacks` reads), or
+calibrate the simulator against the real defocus pair (`--calibrate`)."""
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", choices=("train", "val"), default="train", help="textures to draw from")
     parser.add_argument("--pool", metavar="NPZ", help="write a training pool (.npz) instead of PNGs")
+    parser.add_argument("--sections", choices=("mixed", "fixed"), default="fixed",
+                        help="mixed: every pair draws its own section, noise and stain (the training distribution "
+                             "of `tsva train --sections mixed`); fixed: --thickness/--layers (default %(default)s)")
     parser.add_argument("--calibrate", nargs=2, metavar=("IN_FOCUS", "OUT_OF_FOCUS"),
                         help="fit the defocus that best turns IN_FOCUS into OUT_OF_FOCUS and report PSNR")
     parser.add_argument("--crop", type=int, default=512, help="central crop for --calibrate (default %(default)s)")
+    parser.add_argument("--zstacks-out", metavar="DIR", help="write --pairs simulated through-focus z-stacks "
+                        "(OME-TIFF with PositionZ per plane, sidecar JSON naming the focus plane) instead")
+    parser.add_argument("--z-step", type=float, default=0.5, help="z step of --zstacks-out, um (default %(default)s)")
+    parser.add_argument("--z-range", type=float, default=4.5,
+                        help="--zstacks-out planes from focus - this to focus + this, um (default %(default)s)")
     add_texture_arguments(parser)
     add_optics_arguments(parser)
 
 
 @reports_errors("simulate")
 def run(args: argparse.Namespace) -> int:
-    return _calibrate(args) if args.calibrate else _simulate(args)
+    if args.calibrate:
+        return _calibrate(args)
+    return _zstacks(args) if args.zstacks_out else _simulate(args)
+
+
+def _zstacks(args) -> int:
+    from ..dataset import _crop_padded
+    from ..textures import augment, load_textures, split_textures
+    from ..zstack import simulate_stack, write_zstack
+
+    optics, sample = optics_from_args(args), sample_from_args(args)
+    if args.pairs < 1:
+        raise TsvaExportError(f"--pairs must be >= 1, got {args.pairs}")
+    if not 0 < args.z_step <= args.z_range:
+        raise TsvaExportError(f"--z-step must be > 0 and <= --z-range, got {args.z_step} and {args.z_range}")
+    textures = load_textures(args.textures, optics.pixel_size_um, min_size=args.patch_size)
+    train, val = split_textures(textures, args.holdout or None)
+    chosen = train if args.split == "train" else val
+    rng = np.random.default_rng(args.seed)
+    out = Path(args.zstacks_out)
+    for i in range(args.pairs):
+        region = augment(_crop_padded(chosen[i % len(chosen)].image, args.patch_size, rng), rng)
+        planes, z, focus = simulate_stack(region, optics, sample, rng, args.z_step, args.z_range)
+        write_zstack(out / f"stack_{i:04d}.ome.tif", planes, z, focus_z_um=focus, pixel_size_um=optics.pixel_size_um)
+    print(f"wrote {args.pairs} z-stacks ({len(z)} planes, step {args.z_step:g} um, {args.patch_size}px) to {out}")
+    return 0
 
 
 def _simulate(args) -> int:
@@ -44,7 +78,9 @@ def _simulate(args) -> int:
     textures = load_textures(args.textures, optics.pixel_size_um, min_size=args.patch_size)
     train, val = split_textures(textures, args.holdout or None)
     chosen = train if args.split == "train" else val
-    pool = build_pool(chosen, optics, sample, args.pairs, args.patch_size, args.seed)
+    from ..distribution import SectionDistribution
+    distribution = SectionDistribution() if args.sections == "mixed" else None
+    pool = build_pool(chosen, optics, sample, args.pairs, args.patch_size, args.seed, distribution=distribution)
     if args.pool:
         pool.save(args.pool)
         print(f"wrote {len(pool)} pairs ({args.patch_size}px) to {args.pool}")

@@ -1,4 +1,5 @@
-"""`tsva train`: train TSVA or the single-input U-Net baseline on simulated pairs."""
+"""`tsva train`: train TSVA or the single-input U-Net baseline on simulated pairs or on real
+z-stacks; also runs under `torchrun --nproc-per-node N --no-python tsva train ...` (DDP)."""
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default=None, help="checkpoint folder (default runs/ARCH)")
     parser.add_argument("--resume", metavar="CKPT", help="continue from a last.pt of the same configuration")
     parser.add_argument("--init-from", metavar="CKPT", help="start from these weights with a fresh optimiser "
-                        "and learning-rate schedule (a second training phase)")
+                        "and learning-rate schedule (a second training phase); a checkpoint (.pt) or an "
+                        "exported model (.onnx, e.g. the shipped model_repository/tsva/1/model.onnx)")
+    parser.add_argument("--sections", choices=("mixed", "fixed"), default=D.sections,
+                        help="mixed: every simulated pair draws its own section thickness (a single thin plane "
+                             "up to ~5 um), layers, stain share, noise and stain; fixed: all pairs use "
+                             "--thickness/--layers (default %(default)s)")
+    parser.add_argument("--condition", choices=("none", "defocus"), default=D.condition,
+                        help="defocus: the network takes the pair's dD as a third input (default %(default)s)")
+    parser.add_argument("--zstacks", metavar="DIR", help="train on pairs cut from the through-focus z-stacks in DIR "
+                        "(one TIFF/OME-TIFF per tile; see docs/model.md) instead of simulated pairs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_texture_arguments(parser)
     add_optics_arguments(parser)
@@ -49,11 +59,14 @@ def run(args: argparse.Namespace) -> int:
         val_pairs=args.val_pairs, val_every=args.val_every, seed=args.seed, threads=args.threads,
         device=args.device, amp=not args.no_amp, textures=args.textures, holdout=args.holdout,
         pool=args.pool, output=args.output or f"runs/{args.arch}", max_minutes=args.max_minutes,
-        progress=not args.no_progress, init_from=args.init_from)
+        progress=not args.no_progress, init_from=args.init_from, sections=args.sections,
+        condition=args.condition, zstacks=args.zstacks)
     from ..train import train
     result = train(cfg, optics_from_args(args), sample_from_args(args), resume=args.resume,
                    command=args.command_line,
                    log=lambda m: print(m, flush=True))
+    if result.get("rank", 0) != 0:
+        return 0  # one report per torchrun job
     print(f"done: {result['steps']} steps, best validation PSNR {result['best_val_psnr']:.2f} dB "
           f"(sharper shot {result['sharper_val_psnr']:.2f}); {result['checkpoint']}")
     return 0
