@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12tsva/v1/tsva.proto\x12\x07tsva.v1\"\x98\x01\n\x05Image\x12(\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x16.tsva.v1.ImageEncoding\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12&\n\npixel_type\x18\x05 \x01(\x0e\x32\x12.tsva.v1.PixelType\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"$\n\x0cTilePosition\x12\t\n\x01x\x18\x01 \x01(\x03\x12\t\n\x01y\x18\x02 \x01(\x03\"\xf6\x01\n\x0b\x46useRequest\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x10\n\x08slide_id\x18\x02 \x01(\t\x12\'\n\x08position\x18\x03 \x01(\x0b\x32\x15.tsva.v1.TilePosition\x12\x1e\n\x06shot_a\x18\x04 \x01(\x0b\x32\x0e.tsva.v1.Image\x12\x1e\n\x06shot_b\x18\x05 \x01(\x0b\x32\x0e.tsva.v1.Image\x12\x14\n\x0c\x64\x65\x66ocus_a_um\x18\x06 \x01(\x01\x12\x14\n\x0c\x64\x65\x66ocus_b_um\x18\x07 \x01(\x01\x12/\n\x0foutput_encoding\x18\x08 \x01(\x0e\x32\x16.tsva.v1.ImageEncoding\":\n\tTileError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"i\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x11\n\tencode_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\xfe\x02\n\x0c\x46useResponse\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x10\n\x08slide_id\x18\x02 \x01(\t\x12\'\n\x08position\x18\x03 \x01(\x0b\x32\x15.tsva.v1.TilePosition\x12\x1d\n\x05\x66used\x18\x04 \x01(\x0b\x32\x0e.tsva.v1.Image\x12\x11\n\tbrenner_a\x18\x05 \x01(\x01\x12\x11\n\tbrenner_b\x18\x06 \x01(\x01\x12\x1e\n\x07y1_shot\x18\x07 \x01(\x0e\x32\r.tsva.v1.Shot\x12!\n\x07timings\x18\x08 \x01(\x0b\x32\x10.tsva.v1.Timings\x12!\n\x05\x65rror\x18\t \x01(\x0b\x32\x12.tsva.v1.TileError\x12\x1c\n\x0f\x66ocus_offset_um\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06rescan\x18\x0b \x01(\x08\x12\x15\n\rrescan_reason\x18\x0c \x01(\t\x12\x1e\n\x16trained_focus_range_um\x18\r \x01(\x01\x42\x12\n\x10_focus_offset_um\"Q\n\x10\x46indFocusRequest\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x1e\n\x06planes\x18\x02 \x03(\x0b\x32\x0e.tsva.v1.Image\x12\x0c\n\x04z_um\x18\x03 \x03(\x01\"r\n\x11\x46indFocusResponse\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x12\n\nbest_index\x18\x02 \x01(\r\x12\x11\n\tbest_z_um\x18\x03 \x01(\x01\x12\x14\n\x0crefined_z_um\x18\x04 \x01(\x01\x12\x0f\n\x07\x62renner\x18\x05 \x03(\x01\"\x10\n\x0eGetInfoRequest\"\x99\x01\n\x06Optics\x12\x1a\n\x12numerical_aperture\x18\x01 \x01(\x01\x12\x18\n\x10refractive_index\x18\x02 \x01(\x01\x12\x15\n\rpixel_size_um\x18\x03 \x01(\x01\x12\x16\n\x0ewavelengths_um\x18\x04 \x03(\x01\x12\x12\n\ndefocus_um\x18\x05 \x03(\x01\x12\x16\n\x0e\x66ocus_sigma_um\x18\x06 \x01(\x01\"\x8c\x01\n\x06Limits\x12\x16\n\x0emax_tile_width\x18\x01 \x01(\r\x12\x17\n\x0fmax_tile_height\x18\x02 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x1e\n\x16max_concurrent_streams\x18\x05 \x01(\r\"\xce\x02\n\x0fGetInfoResponse\x12\x17\n\x0fservice_version\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x1f\n\x06optics\x18\x05 \x01(\x0b\x32\x0f.tsva.v1.Optics\x12\x1f\n\x06limits\x18\x06 \x01(\x0b\x32\x0f.tsva.v1.Limits\x12\x12\n\npatch_size\x18\x07 \x01(\r\x12\x15\n\rpatch_overlap\x18\x08 \x01(\r\x12\x43\n\x0emodel_metadata\x18\t \x03(\x0b\x32+.tsva.v1.GetInfoResponse.ModelMetadataEntry\x1a\x34\n\x12ModelMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*x\n\rImageEncoding\x12\x1e\n\x1aIMAGE_ENCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_ENCODING_RAW\x10\x01\x12\x16\n\x12IMAGE_ENCODING_PNG\x10\x02\x12\x17\n\x13IMAGE_ENCODING_TIFF\x10\x03*T\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x15\n\x11PIXEL_TYPE_UINT16\x10\x02*4\n\x04Shot\x12\x14\n\x10SHOT_UNSPECIFIED\x10\x00\x12\n\n\x06SHOT_A\x10\x01\x12\n\n\x06SHOT_B\x10\x02\x32\x87\x02\n\x10VirtualAutofocus\x12<\n\tFuseTiles\x12\x14.tsva.v1.FuseRequest\x1a\x15.tsva.v1.FuseResponse(\x01\x30\x01\x12\x33\n\x04\x46use\x12\x14.tsva.v1.FuseRequest\x1a\x15.tsva.v1.FuseResponse\x12\x42\n\tFindFocus\x12\x19.tsva.v1.FindFocusRequest\x1a\x1a.tsva.v1.FindFocusResponse\x12<\n\x07GetInfo\x12\x17.tsva.v1.GetInfoRequest\x1a\x18.tsva.v1.GetInfoResponseB.P\x01Z*github.com/tsva/tsva/gen/go/tsva/v1;tsvav1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12tsva/v1/tsva.proto\x12\x07tsva.v1\"\x98\x01\n\x05Image\x12(\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x16.tsva.v1.ImageEncoding\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12&\n\npixel_type\x18\x05 \x01(\x0e\x32\x12.tsva.v1.PixelType\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"$\n\x0cTilePosition\x12\t\n\x01x\x18\x01 \x01(\x03\x12\t\n\x01y\x18\x02 \x01(\x03\"\xa4\x02\n\x0b\x46useRequest\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x10\n\x08slide_id\x18\x02 \x01(\t\x12\'\n\x08position\x18\x03 \x01(\x0b\x32\x15.tsva.v1.TilePosition\x12\x1e\n\x06shot_a\x18\x04 \x01(\x0b\x32\x0e.tsva.v1.Image\x12\x1e\n\x06shot_b\x18\x05 \x01(\x0b\x32\x0e.tsva.v1.Image\x12\x14\n\x0c\x64\x65\x66ocus_a_um\x18\x06 \x01(\x01\x12\x14\n\x0c\x64\x65\x66ocus_b_um\x18\x07 \x01(\x01\x12/\n\x0foutput_encoding\x18\x08 \x01(\x0e\x32\x16.tsva.v1.ImageEncoding\x12\x1a\n\rpixel_size_um\x18\x14 \x01(\x01H\x00\x88\x01\x01\x42\x10\n\x0e_pixel_size_um\":\n\tTileError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"i\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08queue_ms\x18\x02 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x03 \x01(\x01\x12\x11\n\tencode_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\"\xfe\x02\n\x0c\x46useResponse\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x10\n\x08slide_id\x18\x02 \x01(\t\x12\'\n\x08position\x18\x03 \x01(\x0b\x32\x15.tsva.v1.TilePosition\x12\x1d\n\x05\x66used\x18\x04 \x01(\x0b\x32\x0e.tsva.v1.Image\x12\x11\n\tbrenner_a\x18\x05 \x01(\x01\x12\x11\n\tbrenner_b\x18\x06 \x01(\x01\x12\x1e\n\x07y1_shot\x18\x07 \x01(\x0e\x32\r.tsva.v1.Shot\x12!\n\x07timings\x18\x08 \x01(\x0b\x32\x10.tsva.v1.Timings\x12!\n\x05\x65rror\x18\t \x01(\x0b\x32\x12.tsva.v1.TileError\x12\x1c\n\x0f\x66ocus_offset_um\x18\n \x01(\x01H\x00\x88\x01\x01\x12\x0e\n\x06rescan\x18\x0b \x01(\x08\x12\x15\n\rrescan_reason\x18\x0c \x01(\t\x12\x1e\n\x16trained_focus_range_um\x18\r \x01(\x01\x42\x12\n\x10_focus_offset_um\"Q\n\x10\x46indFocusRequest\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x1e\n\x06planes\x18\x02 \x03(\x0b\x32\x0e.tsva.v1.Image\x12\x0c\n\x04z_um\x18\x03 \x03(\x01\"r\n\x11\x46indFocusResponse\x12\x0f\n\x07tile_id\x18\x01 \x01(\t\x12\x12\n\nbest_index\x18\x02 \x01(\r\x12\x11\n\tbest_z_um\x18\x03 \x01(\x01\x12\x14\n\x0crefined_z_um\x18\x04 \x01(\x01\x12\x0f\n\x07\x62renner\x18\x05 \x03(\x01\"\x10\n\x0eGetInfoRequest\"\x99\x01\n\x06Optics\x12\x1a\n\x12numerical_aperture\x18\x01 \x01(\x01\x12\x18\n\x10refractive_index\x18\x02 \x01(\x01\x12\x15\n\rpixel_size_um\x18\x03 \x01(\x01\x12\x16\n\x0ewavelengths_um\x18\x04 \x03(\x01\x12\x12\n\ndefocus_um\x18\x05 \x03(\x01\x12\x16\n\x0e\x66ocus_sigma_um\x18\x06 \x01(\x01\"\x8c\x01\n\x06Limits\x12\x16\n\x0emax_tile_width\x18\x01 \x01(\r\x12\x17\n\x0fmax_tile_height\x18\x02 \x01(\r\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x1e\n\x16max_concurrent_streams\x18\x05 \x01(\r\"\xce\x02\n\x0fGetInfoResponse\x12\x17\n\x0fservice_version\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x1f\n\x06optics\x18\x05 \x01(\x0b\x32\x0f.tsva.v1.Optics\x12\x1f\n\x06limits\x18\x06 \x01(\x0b\x32\x0f.tsva.v1.Limits\x12\x12\n\npatch_size\x18\x07 \x01(\r\x12\x15\n\rpatch_overlap\x18\x08 \x01(\r\x12\x43\n\x0emodel_metadata\x18\t \x03(\x0b\x32+.tsva.v1.GetInfoResponse.ModelMetadataEntry\x1a\x34\n\x12ModelMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*x\n\rImageEncoding\x12\x1e\n\x1aIMAGE_ENCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_ENCODING_RAW\x10\x01\x12\x16\n\x12IMAGE_ENCODING_PNG\x10\x02\x12\x17\n\x13IMAGE_ENCODING_TIFF\x10\x03*T\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x15\n\x11PIXEL_TYPE_UINT16\x10\x02*4\n\x04Shot\x12\x14\n\x10SHOT_UNSPECIFIED\x10\x00\x12\n\n\x06SHOT_A\x10\x01\x12\n\n\x06SHOT_B\x10\x02\x32\x87\x02\n\x10VirtualAutofocus\x12<\n\tFuseTiles\x12\x14.tsva.v1.FuseRequest\x1a\x15.tsva.v1.FuseResponse(\x01\x30\x01\x12\x33\n\x04\x46use\x12\x14.tsva.v1.FuseRequest\x1a\x15.tsva.v1.FuseResponse\x12\x42\n\tFindFocus\x12\x19.tsva.v1.FindFocusRequest\x1a\x1a.tsva.v1.FindFocusResponse\x12<\n\x07GetInfo\x12\x17.tsva.v1.GetInfoRequest\x1a\x18.tsva.v1.GetInfoResponseB.P\x01Z*github.com/tsva/tsva/gen/go/tsva/v1;tsvav1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,38 +34,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z*github.com/tsva/tsva/gen/go/tsva/v1;tsvav1'
   _globals['_GETINFORESPONSE_MODELMETADATAENTRY']._loaded_options = None
   _globals['_GETINFORESPONSE_MODELMETADATAENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGEENCODING']._serialized_start=1878
-  _globals['_IMAGEENCODING']._serialized_end=1998
-  _globals['_PIXELTYPE']._serialized_start=2000
-  _globals['_PIXELTYPE']._serialized_end=2084
-  _globals['_SHOT']._serialized_start=2086
-  _globals['_SHOT']._serialized_end=2138
+  _globals['_IMAGEENCODING']._serialized_start=1924
+  _globals['_IMAGEENCODING']._serialized_end=2044
+  _globals['_PIXELTYPE']._serialized_start=2046
+  _globals['_PIXELTYPE']._serialized_end=2130
+  _globals['_SHOT']._serialized_start=2132
+  _globals['_SHOT']._serialized_end=2184
   _globals['_IMAGE']._serialized_start=32
   _globals['_IMAGE']._serialized_end=184
   _globals['_TILEPOSITION']._serialized_start=186
   _globals['_TILEPOSITION']._serialized_end=222
   _globals['_FUSEREQUEST']._serialized_start=225
-  _globals['_FUSEREQUEST']._serialized_end=471
-  _globals['_TILEERROR']._serialized_start=473
-  _globals['_TILEERROR']._serialized_end=531
-  _globals['_TIMINGS']._serialized_start=533
-  _globals['_TIMINGS']._serialized_end=638
-  _globals['_FUSERESPONSE']._serialized_start=641
-  _globals['_FUSERESPONSE']._serialized_end=1023
-  _globals['_FINDFOCUSREQUEST']._serialized_start=1025
-  _globals['_FINDFOCUSREQUEST']._serialized_end=1106
-  _globals['_FINDFOCUSRESPONSE']._serialized_start=1108
-  _globals['_FINDFOCUSRESPONSE']._serialized_end=1222
-  _globals['_GETINFOREQUEST']._serialized_start=1224
-  _globals['_GETINFOREQUEST']._serialized_end=1240
-  _globals['_OPTICS']._serialized_start=1243
-  _globals['_OPTICS']._serialized_end=1396
-  _globals['_LIMITS']._serialized_start=1399
-  _globals['_LIMITS']._serialized_end=1539
-  _globals['_GETINFORESPONSE']._serialized_start=1542
-  _globals['_GETINFORESPONSE']._serialized_end=1876
-  _globals['_GETINFORESPONSE_MODELMETADATAENTRY']._serialized_start=1824
-  _globals['_GETINFORESPONSE_MODELMETADATAENTRY']._serialized_end=1876
-  _globals['_VIRTUALAUTOFOCUS']._serialized_start=2141
-  _globals['_VIRTUALAUTOFOCUS']._serialized_end=2404
+  _globals['_FUSEREQUEST']._serialized_end=517
+  _globals['_TILEERROR']._serialized_start=519
+  _globals['_TILEERROR']._serialized_end=577
+  _globals['_TIMINGS']._serialized_start=579
+  _globals['_TIMINGS']._serialized_end=684
+  _globals['_FUSERESPONSE']._serialized_start=687
+  _globals['_FUSERESPONSE']._serialized_end=1069
+  _globals['_FINDFOCUSREQUEST']._serialized_start=1071
+  _globals['_FINDFOCUSREQUEST']._serialized_end=1152
+  _globals['_FINDFOCUSRESPONSE']._serialized_start=1154
+  _globals['_FINDFOCUSRESPONSE']._serialized_end=1268
+  _globals['_GETINFOREQUEST']._serialized_start=1270
+  _globals['_GETINFOREQUEST']._serialized_end=1286
+  _globals['_OPTICS']._serialized_start=1289
+  _globals['_OPTICS']._serialized_end=1442
+  _globals['_LIMITS']._serialized_start=1445
+  _globals['_LIMITS']._serialized_end=1585
+  _globals['_GETINFORESPONSE']._serialized_start=1588
+  _globals['_GETINFORESPONSE']._serialized_end=1922
+  _globals['_GETINFORESPONSE_MODELMETADATAENTRY']._serialized_start=1870
+  _globals['_GETINFORESPONSE_MODELMETADATAENTRY']._serialized_end=1922
+  _globals['_VIRTUALAUTOFOCUS']._serialized_start=2187
+  _globals['_VIRTUALAUTOFOCUS']._serialized_end=2450
 # @@protoc_insertion_point(module_scope)

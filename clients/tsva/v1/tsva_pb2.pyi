@@ -61,7 +61,7 @@ class TilePosition(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ...) -> None: ...
 
 class FuseRequest(_message.Message):
-    __slots__ = ("tile_id", "slide_id", "position", "shot_a", "shot_b", "defocus_a_um", "defocus_b_um", "output_encoding")
+    __slots__ = ("tile_id", "slide_id", "position", "shot_a", "shot_b", "defocus_a_um", "defocus_b_um", "output_encoding", "pixel_size_um")
     TILE_ID_FIELD_NUMBER: _ClassVar[int]
     SLIDE_ID_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class FuseRequest(_message.Message):
     DEFOCUS_A_UM_FIELD_NUMBER: _ClassVar[int]
     DEFOCUS_B_UM_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_SIZE_UM_FIELD_NUMBER: _ClassVar[int]
     tile_id: str
     slide_id: str
     position: TilePosition
@@ -78,7 +79,8 @@ class FuseRequest(_message.Message):
     defocus_a_um: float
     defocus_b_um: float
     output_encoding: ImageEncoding
-    def __init__(self, tile_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., position: _Optional[_Union[TilePosition, _Mapping]] = ..., shot_a: _Optional[_Union[Image, _Mapping]] = ..., shot_b: _Optional[_Union[Image, _Mapping]] = ..., defocus_a_um: _Optional[float] = ..., defocus_b_um: _Optional[float] = ..., output_encoding: _Optional[_Union[ImageEncoding, str]] = ...) -> None: ...
+    pixel_size_um: float
+    def __init__(self, tile_id: _Optional[str] = ..., slide_id: _Optional[str] = ..., position: _Optional[_Union[TilePosition, _Mapping]] = ..., shot_a: _Optional[_Union[Image, _Mapping]] = ..., shot_b: _Optional[_Union[Image, _Mapping]] = ..., defocus_a_um: _Optional[float] = ..., defocus_b_um: _Optional[float] = ..., output_encoding: _Optional[_Union[ImageEncoding, str]] = ..., pixel_size_um: _Optional[float] = ...) -> None: ...
 
 class TileError(_message.Message):
     __slots__ = ("code", "status", "message")

@@ -175,7 +175,8 @@ class MicroBatcher:
             try:
                 async with self._backend_slots:
                     started = time.perf_counter()
-                    out = await self.backend.infer(y1, y2, timeout_s=self.timeout_s)
+                    out = await self.backend.infer(y1, y2, timeout_s=self.timeout_s,
+                                                   **({"dd": _defocus(entries)} if first.dd_um is not None else {}))
                     elapsed = time.perf_counter() - started
                 if out.shape != y1.shape or out.dtype != y1.dtype:
                     raise BackendUnavailable(f"backend returned {tuple(out.shape)} {out.dtype} for a batch of "
@@ -222,6 +223,11 @@ class MicroBatcher:
     async def _wake_waiters(self) -> None:
         async with self._room:
             self._room.notify_all()
+
+
+def _defocus(entries) -> np.ndarray:
+    """Each item's dD (its tile's), float32 [N, 1], for a defocus-conditioned model."""
+    return np.array([[job.dd_um if job.dd_um is not None else 0.0] for job, _ in entries], np.float32)
 
 
 def _fill(entries, y1: np.ndarray, y2: np.ndarray) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 INPUT_Y1 = "y1"
 INPUT_Y2 = "y2"
+INPUT_DD = "dd"   # optional: a defocus-conditioned model's dD per item, float32 [N, 1] in um
 OUTPUT_X = "x"
 SIZE_MULTIPLE = 16
 MODEL_CHANNELS = 3  # both contracts are RGB; grey tiles are fed as three equal channels
@@ -50,6 +51,7 @@ class ModelContract:
     min_size: int = 1                # smallest H and W the model takes
     inputs: tuple[str, str] = (INPUT_Y1, INPUT_Y2)
     output: str = OUTPUT_X
+    defocus_input: str | None = None  # INPUT_DD when the model is conditioned on the pair's dD
 
     @property
     def pixel_typed(self) -> bool:
@@ -199,7 +201,11 @@ def contract_from_io(inputs: Mapping[str, tuple[str, Sequence]], outputs: Mappin
 
     expected = (f"expected inputs {INPUT_Y1}, {INPUT_Y2} and output {OUTPUT_X}, all float32 [N, 3, H, W] "
                 f"or all uint8/uint16 [N, H, W, 3] (tsva export --io)")
-    if set(inputs) != {INPUT_Y1, INPUT_Y2} or OUTPUT_X not in outputs:
+    conditioned = INPUT_DD in inputs
+    if conditioned and (_DTYPES.get(str(inputs[INPUT_DD][0])) != np.float32
+                        or _dims(inputs[INPUT_DD][1]) not in ([1], [None])):
+        raise ContractError(f"{where}: input {INPUT_DD} must be float32 [N, 1] (the pair's dD in um) ({found()})")
+    if set(inputs) - {INPUT_DD} != {INPUT_Y1, INPUT_Y2} or OUTPUT_X not in outputs:
         raise ContractError(f"{where} follows no model contract ({found()}); {expected}")
     tensors = {**{n: inputs[n] for n in (INPUT_Y1, INPUT_Y2)}, OUTPUT_X: outputs[OUTPUT_X]}
     types = {_DTYPES.get(str(t)) for t, _ in tensors.values()}
@@ -220,7 +226,7 @@ def contract_from_io(inputs: Mapping[str, tuple[str, Sequence]], outputs: Mappin
             return default
 
     return ModelContract(np.dtype(dtype), layout, size_multiple=number("io.size_multiple", SIZE_MULTIPLE),
-                         min_size=number("io.min_size", 1))
+                         min_size=number("io.min_size", 1), defocus_input=INPUT_DD if conditioned else None)
 
 
 FLOAT32_CONTRACT = ModelContract(np.dtype(np.float32), "NCHW")

@@ -160,6 +160,7 @@ class TileJob:
         self.enqueued_at = 0.0
         self.queue_s = 0.0      # submission to its first item entering a batch
         self.inference_s = 0.0  # backend time of the batches that carried its items
+        self.dd_um = None       # the tile's dD, for a defocus-conditioned model (set by the pipeline)
 
     @property
     def queued(self) -> int:

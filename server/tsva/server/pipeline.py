@@ -58,6 +58,8 @@ class TileSlot:
             self._semaphore = None
 
 
+PIXEL_SIZE_TOLERANCE = 0.10  # a request's pixel_size_um may differ this much from the model's
+
 class Pipeline:
     def __init__(self, config: Config, backend: Backend, batcher: MicroBatcher, metrics: Metrics):
         self.config, self.backend, self.batcher, self.metrics = config, backend, batcher, metrics
@@ -67,6 +69,7 @@ class Pipeline:
         model = backend.model_info()
         self.contract = model.contract
         self.patch_side = config.patch_side(model.device, model.max_side)  # 0: whole tiles
+        self._model_meta: dict[str, str] | None = None
 
     # ---- Fuse ------------------------------------------------------------------------------
 
@@ -101,6 +104,36 @@ class Pipeline:
         for name in ("defocus_a_um", "defocus_b_um"):
             if not math.isfinite(getattr(request, name)):
                 raise InvalidRequest(f"{name}: {getattr(request, name)} is not a finite number")
+        if request.HasField("pixel_size_um"):
+            self._check_pixel_size(request.pixel_size_um)
+
+    def _check_pixel_size(self, pixel_size_um: float) -> None:
+        """A tile of another magnification would be fused with the wrong blur: refused."""
+        try:
+            model = float(self._metadata().get("optics.pixel_size_um", ""))
+        except ValueError:
+            model = 0.0
+        if not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+            raise InvalidRequest(f"pixel_size_um: {pixel_size_um} is not a positive number")
+        if model > 0 and abs(pixel_size_um - model) > PIXEL_SIZE_TOLERANCE * model:
+            raise InvalidRequest(f"pixel_size_um: {pixel_size_um:g} um/px is more than "
+                                 f"{PIXEL_SIZE_TOLERANCE:.0%} from the model's {model:g} um/px")
+
+    def _metadata(self) -> dict[str, str]:
+        """The served model's metadata, read once (reading it means loading the model file)."""
+        if self._model_meta is None:
+            self._model_meta = _model_metadata(self.config, self.backend)
+        return self._model_meta
+
+    def _model_dd(self, request: pb.FuseRequest) -> float:
+        """The pair's dD for a defocus-conditioned model, clamped to the dD values it was trained
+        for (the focus QC flags a pair outside them for rescan, with the reason)."""
+        dd = abs(request.defocus_b_um - request.defocus_a_um) / 2
+        try:
+            trained = [float(v) for v in self._metadata().get("optics.defocus_um", "").split(",") if v.strip()]
+        except ValueError:
+            trained = []
+        return float(min(max(dd, min(trained)), max(trained))) if trained else float(dd)
 
     async def _fuse(self, request: pb.FuseRequest, received: float) -> pb.FuseResponse:
         cfg = self.config
@@ -118,6 +151,8 @@ class Pipeline:
                            Stitcher(grid, MODEL_CHANNELS))
         else:
             job = WholeTileJob(y1, y2, self.contract)
+        if self.contract.defocus_input:
+            job.dd_um = self._model_dd(request)
         qc = self.focus_qc.start(request, pair.shot_a, pair.shot_b)  # beside the inference
         await self.batcher.run_job(job)
         stitched = time.perf_counter()

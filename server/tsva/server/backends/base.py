@@ -40,9 +40,11 @@ class Backend(abc.ABC):
         """Connect / load the model. May raise BackendUnavailable."""
 
     @abc.abstractmethod
-    async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+    async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None,
+                    dd: np.ndarray | None = None) -> np.ndarray:
         """y1, y2: a batch in the model's contract (model_info().contract: float32 [N, C, H, W]
         in [0, 1], or uint8/uint16 [N, H, W, C]) -> the fused batch, same shape and type.
+        dd: float32 [N, 1], each item's dD in um, for a defocus-conditioned model (contract.defocus_input).
         Raises BackendUnavailable when no server/model can take the batch."""
 
     @abc.abstractmethod

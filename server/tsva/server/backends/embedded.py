@@ -90,17 +90,21 @@ class EmbeddedBackend(Backend):
                  ", ".join(session.get_providers()))
         self._healthy = True
 
-    def _run(self, y1: np.ndarray, y2: np.ndarray) -> np.ndarray:
-        return self._session.run([OUTPUT_X], {INPUT_Y1: y1, INPUT_Y2: y2})[0]
+    def _run(self, y1: np.ndarray, y2: np.ndarray, dd: np.ndarray | None = None) -> np.ndarray:
+        feeds = {INPUT_Y1: y1, INPUT_Y2: y2}
+        if self._info is not None and self._info.contract.defocus_input:
+            feeds[self._info.contract.defocus_input] = dd if dd is not None else np.zeros((len(y1), 1), np.float32)
+        return self._session.run([OUTPUT_X], feeds)[0]
 
-    async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+    async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None,
+                    dd: np.ndarray | None = None) -> np.ndarray:
         if self._session is None:
             raise BackendUnavailable("embedded backend: model not loaded")
         loop = asyncio.get_running_loop()
         try:
             # No timeout: a running session cannot be interrupted, and abandoning it would only
             # hide the work still occupying the cores.
-            out = await loop.run_in_executor(self._executor, self._run, y1, y2)
+            out = await loop.run_in_executor(self._executor, self._run, y1, y2, dd)
         except Exception as exc:
             self._healthy = False
             raise BackendUnavailable(f"embedded backend: ONNX Runtime failed on a batch of "

@@ -282,6 +282,9 @@ class TritonBackend(Backend):
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         ep.contract = contract_from_io(tensors("input"), tensors("output"), params,
                                        where=f"model {self.model_name!r} on {ep.url}")
+        if ep.contract.defocus_input:  # not sent by this backend yet: refused, never served without it
+            raise ContractError(f"model {self.model_name!r} on {ep.url} takes a defocus input "
+                                f"({ep.contract.defocus_input}); serve it with the embedded backend")
         kinds = {g.get("kind", "KIND_AUTO") for g in config.get("instance_group", [])}
         ep.device = "cpu" if kinds == {"KIND_CPU"} else "gpu"
         ep.max_side = profile_max_side(config, ep.contract)
