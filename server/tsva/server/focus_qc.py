@@ -221,7 +221,7 @@ class FocusEstimator:
         if trained and not (min(trained) - DD_MARGIN_UM <= dd <= max(trained) + DD_MARGIN_UM):
             return FocusEstimate(n, True, f"dD {dd:g} um outside the trained {min(trained):g}..{max(trained):g} um")
         if n is None:
-            return FocusEstimate(None, False, "no estimate: too little texture in the tile's centre")
+            return FocusEstimate(None, False, "no estimate: too little texture in the tile")
         limit = self.optics.focus_range_um
         if limit > 0 and abs(n) > limit:
             return FocusEstimate(n, True, f"focus offset {n:+.2f} um outside the trained +-{limit:g} um")

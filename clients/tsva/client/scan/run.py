@@ -99,7 +99,7 @@ class Scan:
         if self.simulator is not None:
             if self.state["focal_plane_um"] is None:
                 planes, z = self.simulator.z_stack()
-                found = client.find_focus(planes, z, tile_id=self.slide.tiles[0].tile_id).refined_z_um
+                found = client.find_focus(planes, z, tile_id=self.simulator.focus_tile.tile_id).refined_z_um
                 self.state["focal_plane_um"] = round(found / 0.05) * 0.05  # the focus drive's step
             self.simulator.focal_plane_um = self.state["focal_plane_um"]
         self._save_state()

@@ -1,6 +1,7 @@
 """`--simulate IMAGE`: a two-shot scan of a large in-focus H&E image taken as the specimen.
 
-As the paper scans: a z-stack of the first tile -> FindFocus -> the focal plane F; then two shots of
+As the paper scans: a z-stack of the first tile (here: the tile with the most tissue) -> FindFocus
+-> the focal plane F; then two shots of
 every tile at F - dD and F + dD, while the tile's true focus follows a smooth, tilted and uneven
 focus surface F0 + s(x, y). The section is the simulator's layered one (tsva-export's optics): its
 layer masks are drawn once for the whole slide (at 1/8 resolution, then interpolated), so
@@ -128,9 +129,16 @@ class Simulator:
             image = self._optics_mod.add_sensor_noise(image, self.sample, rng)
         return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
+    @property
+    def focus_tile(self) -> Tile:
+        """The tile the z-stack is taken of: the one with the most tissue contrast (a scanner
+        focuses on tissue, not on glass)."""
+        contrast = [float(self.specimen[t.y: t.y + t.height: 8, t.x: t.x + t.width: 8].std()) for t in self.slide.tiles]
+        return self.slide.tiles[int(np.argmax(contrast))]
+
     def z_stack(self) -> tuple[list[np.ndarray], list[float]]:
-        """Planes of the first tile's centre at nominal heights z (noisy shots)."""
-        t = self.slide.tiles[0]
+        """Planes of the focus tile's centre at nominal heights z (noisy shots)."""
+        t = self.focus_tile
         size = min(STACK_CROP, t.width, t.height)
         x0, y0 = t.x + (t.width - size) // 2, t.y + (t.height - size) // 2
         texture, masks = self._section(x0, y0, size, size)
