@@ -144,7 +144,8 @@ def test_registration_failure_falls_back_to_grpc(model, expected):
     with PrivateShmTriton(model) as triton, \
             start_gateway(model, triton_urls=triton.url, triton_shared_memory="system", **FLAGS) as gw:
         got = fuse_all(gw, "fallback")
-        assert metric(gw.metrics_url, "tsva_triton_shm_fallbacks_total", reason="register") == 1
+        # Once, or again after the endpoint rejoined (a probe that timed out on a busy machine).
+        assert metric(gw.metrics_url, "tsva_triton_shm_fallbacks_total", reason="register") >= 1
         assert metric(gw.metrics_url, "tsva_triton_batches_total", transport="system") == 0
         assert metric(gw.metrics_url, "tsva_triton_batches_total", transport="grpc") > 0
         assert metric(gw.metrics_url, "tsva_tiles_total", outcome="ok") == 2 * len(SIZES)
