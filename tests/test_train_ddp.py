@@ -19,7 +19,8 @@ def test_train_under_torchrun_with_two_cpu_processes(tmp_path):
     if not torchrun.exists():
         torchrun = shutil.which("torchrun")
     out = tmp_path / "run"
-    cmd = [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", "0",
+    # --standalone: a rendezvous on a free local port (an explicit --master-port 0 never meets).
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2",
            "-m", "tsva.client.cli", "train", "--width", "4", "--depth", "2", "--patch-size", "32",
            "--batch-size", "2", "--steps", "4", "--pool-pairs", "8", "--val-pairs", "2", "--val-every", "2",
            "--threads", "1", "--device", "cpu", "--no-progress", "--defocus", "1,2", "-o", str(out)]
