@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' process helper: a real gateway on loopback
 
 from conftest import start_gateway  # noqa: E402
+
+from support import run_loadtest  # noqa: E402  (benchmarks/support.py)
 
 MODELS = {"fp32": REPO / "model_repository" / "tsva" / "1" / "model.onnx",
           "int8": REPO / "runs" / "tsva_int8.onnx"}  # written by `tsva quantize` (its default -o)
@@ -54,18 +55,6 @@ def parse_variants(text: str) -> list[tuple[str, str, str]]:
         size, _, overlap = (plan or "224/64").partition("/")
         variants.append((model, size, overlap or "64"))
     return variants
-
-
-def loadtest(address: str, pid: int, args) -> dict:
-    command = [sys.executable, "-m", "tsva.client.cli", "loadtest", "--server", address, "--gateway-pid", str(pid),
-               "--concurrency", str(args.concurrency), "--window", str(args.window), "--encoding", "raw",
-               "--warmup", str(args.warmup), "--tile-size", args.tile_size, "--json"]
-    # A count of tiles rather than a duration on a busy machine, where one tile can outlast a short window.
-    command += ["--count", str(args.count)] if args.count else ["--duration", str(args.duration)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
-    if not done.stdout.strip():
-        raise SystemExit(f"tsva loadtest failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout)
 
 
 def headline(report: dict) -> dict:
@@ -107,7 +96,13 @@ def main(argv=None) -> int:
                 path, patch_size=size, patch_overlap=overlap, max_batch=args.max_batch, timeout=120))
         for round_ in range(args.rounds):
             for name, gateway in gateways.items():
-                runs[name].append(headline(loadtest(gateway.address, gateway.process.pid, args)))
+                # A count of tiles rather than a duration on a busy machine, where one tile can
+                # outlast a short window.
+                report = run_loadtest(gateway.address, concurrency=args.concurrency, window=args.window,
+                                      duration=args.duration, count=args.count, warmup=args.warmup,
+                                      tile_size=args.tile_size, encoding="raw",
+                                      gateway_pid=gateway.process.pid, timeout=3600)
+                runs[name].append(headline(report))
                 r = runs[name][-1]  # progress on stderr (a long run under load shows where it is)
                 print(f"round {round_ + 1} {name:16s} {r['fused_mp_per_s']:.3f} MP/s  "
                       f"{r['throughput']:.3f} tiles/s  load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -35,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from conftest import start_gateway  # noqa: E402
+
+from support import run_loadtest  # noqa: E402  (benchmarks/support.py)
 
 PATHS = {
     # name: (model I/O, --patch-size)
@@ -91,14 +92,9 @@ def loadavg() -> str:
 def measure(name: str, model: Path, patch_size: str, args) -> dict:
     with start_gateway(model, patch_size=patch_size, patch_overlap=64, max_batch=48) as gw:
         before = scrape(gw.metrics_url)
-        command = [sys.executable, "-m", "tsva.client.cli", "loadtest", "--server", gw.address,
-                   "--concurrency", "4", "--window", "2", "--encoding", "raw", "--gateway-pid", str(gw.process.pid),
-                   "--duration", str(args.duration), "--warmup", str(args.warmup), "--json"]
         load_before = loadavg()
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
-        if done.returncode not in (0, 1):
-            raise RuntimeError(f"loadtest failed ({done.returncode}): {done.stderr[-2000:]}")
-        report = json.loads(done.stdout)
+        report = run_loadtest(gw.address, concurrency=4, window=2, duration=args.duration, warmup=args.warmup,
+                              encoding="raw", gateway_pid=gw.process.pid, timeout=args.duration + args.warmup + 120)
         after = scrape(gw.metrics_url)
     cpu_percent = (report.get("gateway") or {}).get("cpu_percent")
     mp_per_s = report["fused_mp_per_s"]

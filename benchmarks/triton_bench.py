@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +25,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' process helpers: a real ga
 
 from conftest import start_gateway  # noqa: E402
 from triton_harness import SHIPPED_ONNX, TritonServer  # noqa: E402
+
+from support import run_loadtest  # noqa: E402  (benchmarks/support.py)
 
 
 @contextlib.contextmanager
@@ -41,17 +42,6 @@ def gateway_for(backend: str, model: Path, threads: int, gateway_flags: dict):
             yield gw
     finally:
         server.close()
-
-
-def loadtest(address: str, pid: int, args) -> dict:
-    command = [sys.executable, "-m", "tsva.client.cli", "loadtest", "--server", address,
-               "--concurrency", str(args.concurrency), "--window", str(args.window),
-               "--duration", str(args.duration), "--warmup", str(args.warmup),
-               "--tile-size", args.tile_size, "--gateway-pid", str(pid), "--json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if not done.stdout.strip():
-        raise SystemExit(f"tsva loadtest failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout)
 
 
 def main(argv=None) -> int:
@@ -78,7 +68,9 @@ def main(argv=None) -> int:
                "gateway": flags, "backends": {}}
     for backend in args.backends.split(","):
         with gateway_for(backend, Path(args.model), args.threads, flags) as gw:
-            summary = loadtest(gw.address, gw.process.pid, args)
+            summary = run_loadtest(gw.address, concurrency=args.concurrency, window=args.window,
+                                   duration=args.duration, warmup=args.warmup, tile_size=args.tile_size,
+                                   gateway_pid=gw.process.pid)
         results["backends"][backend] = {k: summary.get(k) for k in (
             "throughput", "fused_mp_per_s", "p50", "p90", "p99", "ok", "error_count", "errors", "gateway")}
         print(f"{backend}: {summary['throughput']:.2f} tiles/s, p50 {summary['p50']} ms, "

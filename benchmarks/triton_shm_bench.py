@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,34 +34,10 @@ from conftest import start_gateway  # noqa: E402
 from identity_model import make_identity_onnx  # noqa: E402
 from triton_harness import TritonServer  # noqa: E402
 
+from support import group_cpu_s, run_loadtest  # noqa: E402  (benchmarks/support.py)
+
 
 PATHS = {"float32-patch": ("float32", "224"), "uint8-tile": ("uint8", "tile")}  # (model io, --patch-size)
-
-
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of every live process in a process group (Triton and its stubs)."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields[2] is pgrp (stat field 5)
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def loadtest(address: str, pid: int, args) -> dict:
-    command = [sys.executable, "-m", "tsva.client.cli", "loadtest", "--server", address,
-               "--concurrency", str(args.concurrency), "--window", str(args.window), "--encoding", "raw",
-               "--duration", str(args.duration), "--warmup", str(args.warmup),
-               "--tile-size", args.tile_size, "--gateway-pid", str(pid), "--json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if not done.stdout.strip():
-        raise SystemExit(f"tsva loadtest failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout)
 
 
 def main(argv=None) -> int:
@@ -90,7 +65,10 @@ def main(argv=None) -> int:
                 with start_gateway(model, backend="triton", triton_urls=triton.url, triton_shared_memory=transport,
                                    patch_size=patch_size, max_batch=args.max_batch) as gw:
                     cpu0, t0 = group_cpu_s(triton.process.pid), time.monotonic()
-                    summary = loadtest(gw.address, gw.process.pid, args)
+                    summary = run_loadtest(gw.address, concurrency=args.concurrency, window=args.window,
+                                           duration=args.duration, warmup=args.warmup,
+                                           tile_size=args.tile_size, encoding="raw",
+                                           gateway_pid=gw.process.pid)
                     triton_cpu = (group_cpu_s(triton.process.pid) - cpu0) / (time.monotonic() - t0)
                     batches = {t: _metric(gw.metrics_url, "tsva_triton_batches_total", transport=t)
                                for t in ("grpc", "system")}

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,30 +32,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' process helpers: a real ga
 from conftest import start_gateway  # noqa: E402
 from identity_model import make_identity_onnx  # noqa: E402
 
-
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its live children (the workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    total = 0.0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def loadtest(address: str, args) -> dict:
-    command = [sys.executable, "-m", "tsva.client.cli", "loadtest", "--server", address,
-               "--concurrency", str(args.concurrency), "--window", str(args.window), "--encoding", "raw",
-               "--duration", str(args.duration), "--warmup", str(args.warmup),
-               "--tile-size", args.tile_size, "--json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if not done.stdout.strip():
-        raise SystemExit(f"tsva loadtest failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout)
+from support import run_loadtest, tree_cpu_s  # noqa: E402  (benchmarks/support.py)
 
 
 def main(argv=None) -> int:
@@ -84,7 +60,9 @@ def main(argv=None) -> int:
                                patch_size=args.patch_size, max_batch=args.max_batch) as gw:
                 time.sleep(2 if n > 1 else 0)  # the other workers finish loading (health saw one)
                 cpu0, t0 = tree_cpu_s(gw.process.pid), time.monotonic()
-                summary = loadtest(gw.address, args)
+                summary = run_loadtest(gw.address, concurrency=args.concurrency, window=args.window,
+                                       duration=args.duration, warmup=args.warmup,
+                                       tile_size=args.tile_size, encoding="raw")
                 cpu = (tree_cpu_s(gw.process.pid) - cpu0) / (time.monotonic() - t0)
             row = {k: summary.get(k) for k in ("throughput", "fused_mp_per_s", "p50", "p99", "ok", "error_count")}
             row["gateway_cpu_percent"] = round(100 * cpu, 1)  # over warm-up and measurement
