@@ -83,7 +83,8 @@ class Config:
                                        "(0: 1 for embedded, 2 per endpoint for triton)")
     max_inflight_tiles: int = _option("--max-inflight-tiles", int, 8,
                                       "most tiles being processed at once (all streams and calls)")
-    stream_window: int = _option("--stream-window", int, 8, "most tiles of one stream processed at once")
+    stream_window: int = _option("--stream-window", int, 8, "most tiles of one stream between being read and "
+                                 "their reply being handed to gRPC (no further reads until one is)")
     max_streams: int = _option("--max-streams", int, 256, "most FuseTiles streams open at once")
     max_calls: int = _option("--max-calls", int, 512, "most gRPC calls of any kind open at once "
                              "(unary Fuse calls hold their request while waiting)")
