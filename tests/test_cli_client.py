@@ -92,3 +92,12 @@ def test_info_text_and_json(gateway):
     info = json.loads(stdout)
     assert info["model_name"] == "tiny" and info["optics"]["wavelengths_um"] == [0.61, 0.53, 0.47]
     assert info["limits"]["max_batch_size"] == 8 and info["health"] == "SERVING"
+
+
+def test_info_into_a_closed_pipe_ends_quietly(gateway):
+    """`tsva info | head -0`: the reader is gone before the verb writes; no error line, no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "tsva.client.cli", "info", "--server", gateway.address],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the read end closes first: every write to stdout is EPIPE
+    _, stderr = proc.communicate(timeout=120)
+    assert stderr == "" and proc.returncode == 1

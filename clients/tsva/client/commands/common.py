@@ -2,7 +2,8 @@
 into one clear line on stderr (no stack trace) with a non-zero exit status.
 
 Exit status: 0 success, 1 the server or the call failed, 2 bad input (options, files, images),
-130 interrupted.
+130 interrupted. A reader that closes stdout early (`tsva info | head -1`) ends the verb quietly
+with 1, Python's own status for a broken pipe.
 """
 from __future__ import annotations
 
@@ -116,7 +117,16 @@ def human_errors(verb: str) -> Callable:
         @functools.wraps(run)
         def wrapper(args: argparse.Namespace) -> int:
             try:
-                return run(args)
+                status = run(args)
+                sys.stdout.flush()  # a broken pipe shows here rather than at interpreter exit
+                return status
+            except BrokenPipeError:
+                # The reader went away (`| head`): nothing to say to it. Point stdout at devnull so
+                # the interpreter's final flush does not fail again and print a traceback.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+                return EXIT_CALL_FAILED
             except KeyboardInterrupt:
                 print(f"tsva {verb}: interrupted", file=sys.stderr)
                 return EXIT_INTERRUPTED
