@@ -126,10 +126,9 @@ def test_server_dying_mid_scan_leaves_a_partial_slide_and_resume_finishes_it(tmp
 
 def test_simulated_scan_end_to_end(gateway, tmp_path):
     pytest.importorskip("tsva.export.optics")
-    from conftest import REPO_ROOT  # noqa: F401  (the shared H&E image lies beside the repository)
-    source = REPO_ROOT.parent / "shared" / "data" / "he" / "cmu1_small_region_0.5um.png"
-    if not source.is_file():
-        pytest.skip(f"{source} not here")
+    from importlib.resources import files
+    # An H&E field at 0.5 um/px shipped with the training side (tsva/export/data/he, MIT).
+    source = files("tsva.export") / "data" / "he" / "torchstain_target.png"
     image = np.asarray(Image.open(source).convert("RGB"))
     h, w = image.shape[:2]
     Image.fromarray(image[h // 2 - 60: h // 2 + 60, w // 2 - 60: w // 2 + 60]).save(tmp_path / "he_0.5um.png")
