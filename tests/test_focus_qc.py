@@ -4,8 +4,6 @@ Pairs with a known n come from the project's optics simulator (tsva-export), a s
 (the tiny test model's metadata names no section, so the estimator models one layer too)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,17 +11,12 @@ from tsva.server import focus_qc
 from tsva.server.focus_qc import FocusEstimator, FocusOptics
 
 optics_mod = pytest.importorskip("tsva.export.optics")
-HE = Path(__file__).resolve().parents[2] / "shared" / "data" / "he" / "cmu1_small_region_0.5um.png"
 OPTICS = FocusOptics(0.75, 1.0, 0.25, (0.61, 0.53, 0.47), (0.5, 1.0, 1.5), 1.0)
 
 
 @pytest.fixture(scope="module")
 def specimen():
-    if HE.is_file():
-        from tsva.export.textures import read_image, rescale_to
-        image = read_image(HE)
-        h, w = image.shape[:2]
-        return rescale_to(image[h // 2 - 80: h // 2 + 80, w // 2 - 80: w // 2 + 80], 0.5, 0.25)
+    # The packaged H&E fields (tsva/export/data/he), rescaled to the optics' 0.25 um/px.
     from tsva.export.textures import load_textures
     return load_textures(None, 0.25, 320)[0].image[:320, :320]
 
