@@ -162,9 +162,21 @@ def _lookup(table: np.ndarray, z_abs: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------- spectra
 
-def _ring_index(crop: int) -> np.ndarray:
-    k = np.fft.fftfreq(crop) * crop
-    return np.rint(np.hypot(k[:, None], k[None, :])).astype(int)
+@functools.lru_cache(maxsize=4)
+def _half_plane_rings(crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ring of each rfft2 frequency below Nyquist, the frequencies' flat indices, and their weights:
+    a real window's spectrum is Hermitian, so every column but the first and the Nyquist one
+    stands for itself and its mirror (weight 2), and the half plane gives the full plane's ring sums
+    at half the transform's cost."""
+    k1, k2 = np.fft.fftfreq(crop) * crop, np.fft.rfftfreq(crop) * crop
+    rings = np.rint(np.hypot(k1[:, None], k2[None, :])).astype(int)
+    mirror = np.full(k2.size, 2.0)
+    mirror[0] = 1.0
+    if crop % 2 == 0:
+        mirror[-1] = 1.0
+    keep = np.flatnonzero(rings.ravel() < crop // 2)
+    weights = np.broadcast_to(mirror, rings.shape).ravel()[keep]
+    return rings.ravel()[keep], keep, weights
 
 
 def _windows(image: np.ndarray, size: int, count: int) -> list[tuple[int, int]]:
@@ -184,17 +196,18 @@ def _windows(image: np.ndarray, size: int, count: int) -> list[tuple[int, int]]:
 def ring_spectra(a: np.ndarray, b: np.ndarray, channels: int):
     """Per channel and ring: |A|^2, |B|^2, Re(A B*) summed, and the rings' noise floors."""
     size = a.shape[0]
-    window = np.hanning(size)[:, None] * np.hanning(size)[None, :]
-    rings = _ring_index(size).ravel()
-    keep = rings < size // 2
-    rings = rings[keep]
+    window = (np.hanning(size)[:, None] * np.hanning(size)[None, :])[..., None]
+    rings, keep, weights = _half_plane_rings(size)
+    spectra = []
+    for x in (a[..., :channels], b[..., :channels]):
+        f = np.fft.rfft2((x - x.mean(axis=(0, 1))) * window, axes=(0, 1))
+        spectra.append(f.reshape(-1, channels)[keep])
+    fa, fb = spectra
     out = np.zeros((3, channels, size // 2))
     for c in range(channels):
-        fa = np.fft.fft2((a[..., c] - a[..., c].mean()) * window).ravel()[keep]
-        fb = np.fft.fft2((b[..., c] - b[..., c].mean()) * window).ravel()[keep]
-        out[0, c] = np.bincount(rings, (fa * fa.conj()).real, size // 2)
-        out[1, c] = np.bincount(rings, (fb * fb.conj()).real, size // 2)
-        out[2, c] = np.bincount(rings, (fa * fb.conj()).real, size // 2)
+        for i, power in enumerate(((fa[:, c] * fa[:, c].conj()).real, (fb[:, c] * fb[:, c].conj()).real,
+                                   (fa[:, c] * fb[:, c].conj()).real)):
+            out[i, c] = np.bincount(rings, power * weights, size // 2)
     return out
 
 
