@@ -101,26 +101,24 @@ def reference_4um(path: str | Path) -> dict[float, float] | None:
     return ref or None
 
 
-def gain_table(cells: list[dict], method: str = "tsva", over: str = "sharper") -> str:
+def _matrix_table(cells: list[dict], cell_text) -> str:
+    """Markdown table of section rows x dD columns; a missing cell stays empty."""
     dds = sorted({c["dd_um"] for c in cells})
     rows = list(dict.fromkeys(c["thickness_um"] for c in cells))
     by = {(c["thickness_um"], c["dd_um"]): c for c in cells}
     lines = ["| section \\ dD (um) | " + " | ".join(f"{d:g}" for d in dds) + " |", "|---|" + "---|" * len(dds)]
     for t in rows:
         lines.append(f"| {_label(t)} | " + " | ".join(
-            f"{_gain(by[t, d], method, over):+.2f}" if (t, d) in by else "" for d in dds) + " |")
+            cell_text(by[t, d]) if (t, d) in by else "" for d in dds) + " |")
     return "\n".join(lines) + "\n"
+
+
+def gain_table(cells: list[dict], method: str = "tsva", over: str = "sharper") -> str:
+    return _matrix_table(cells, lambda cell: f"{_gain(cell, method, over):+.2f}")
 
 
 def median_table(cells: list[dict], method: str) -> str:
-    dds = sorted({c["dd_um"] for c in cells})
-    rows = list(dict.fromkeys(c["thickness_um"] for c in cells))
-    by = {(c["thickness_um"], c["dd_um"]): c for c in cells}
-    lines = ["| section \\ dD (um) | " + " | ".join(f"{d:g}" for d in dds) + " |", "|---|" + "---|" * len(dds)]
-    for t in rows:
-        lines.append(f"| {_label(t)} | " + " | ".join(
-            f"{by[t, d]['methods'][method]['psnr_median']:.2f}" for d in dds if (t, d) in by) + " |")
-    return "\n".join(lines) + "\n"
+    return _matrix_table(cells, lambda cell: f"{cell['methods'][method]['psnr_median']:.2f}")
 
 
 def summary_line(result: dict, description: str) -> str:
