@@ -38,13 +38,21 @@ def _as_rgb(array: np.ndarray, name: str) -> np.ndarray:
             raise TextureError(f"texture {name}: RGBA image with transparent pixels; "
                                "give an RGB image (transparency has no meaning on a slide)")
         array = array[..., :3]  # fully opaque alpha carries no information
+    unit = unit_float(array)
+    if unit is None:
+        raise TextureError(f"texture {name}: unsupported pixel type {array.dtype}")
+    return unit
+
+
+def unit_float(array: np.ndarray) -> np.ndarray | None:
+    """uint8/uint16/float pixels as float32 in [0, 1]; None for any other pixel type."""
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     if array.dtype == np.uint16:
         return array.astype(np.float32) / 65535.0
     if array.dtype.kind == "f":
         return np.clip(array, 0, 1).astype(np.float32)
-    raise TextureError(f"texture {name}: unsupported pixel type {array.dtype}")
+    return None
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import TsvaExportError
 from .optics import sharpness
+from .textures import unit_float
 
 STACK_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 STEP_TOLERANCE = 0.05      # z steps may differ by 5 % (stage jitter), not more
@@ -92,12 +93,9 @@ def sidecar_of(path: Path) -> Path:
 
 
 def _as_float(page: np.ndarray, path: Path) -> np.ndarray:
-    if page.dtype == np.uint8:
-        return page.astype(np.float32) / 255.0
-    if page.dtype == np.uint16:
-        return page.astype(np.float32) / 65535.0
-    if page.dtype.kind == "f":
-        return np.clip(page, 0, 1).astype(np.float32)
+    unit = unit_float(page)
+    if unit is not None:
+        return unit
     raise ZStackError(f"stack {path}: field planes: unsupported pixel type {page.dtype} (uint8, uint16 or float)")
 
 
