@@ -11,7 +11,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Stage 1: install client + gateway into a virtual environment with the same script CI runs.
 FROM ${PYTHON_IMAGE} AS build
-# The same title on both stages, so old builds can be pruned by it (tests/docker_engine.py).
+# The same title on both stages, so old builds can be pruned by it (tests/support/docker_engine.py).
 LABEL org.opencontainers.image.title="tsva-gateway"
 WORKDIR /src
 COPY scripts/install.sh scripts/install.sh

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from docker_engine import Container, docker  # noqa: E402  (the tests' engine helpers)
+from tests.support.docker_engine import Container, docker  # noqa: E402  (the tests' engine helpers)
 
 IMAGE = "tsva-gateway:bench"
 

@@ -37,9 +37,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the tests' process helper: a real gateway on loopback
+sys.path.insert(0, str(REPO))  # the tests' process helper: a real gateway on loopback
 
-from conftest import start_gateway  # noqa: E402
+from tests.support.gateway import start_gateway  # noqa: E402
 
 from support import run_loadtest  # noqa: E402  (benchmarks/support.py)
 

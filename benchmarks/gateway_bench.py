@@ -28,9 +28,10 @@ import grpc
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from conftest import channel_options, make_tiny_onnx, start_gateway  # noqa: E402
+from tests.support.gateway import channel_options, start_gateway  # noqa: E402
+from tests.support.models import make_tiny_onnx  # noqa: E402
 from tsva.client.images import encode_image  # noqa: E402
 from tsva.server.backends.embedded import EmbeddedBackend  # noqa: E402
 from tsva.server.config import DEFAULT_MODEL_PATH  # noqa: E402

@@ -7,7 +7,7 @@ Phases (each reports the gateway's RSS before, its peak (VmHWM, reset per phase 
 2. tiff_samples: the 1024x1024x1500-samples TIFF through Fuse.
 3. stalled:      a FuseTiles stream of 48 tiles of 1224x1024 RGB whose client reads no reply:
                  how many requests the gateway pulled (counted as the client's iterator is drained).
-4. corpus:       every case of tests/hostile_corpus.py plus the wire cases (unparseable message,
+4. corpus:       every case of tests/support/hostile_corpus.py plus the wire cases (unparseable message,
                  non-UTF-8 tile_id, 1-MB tile_id, 1-MB slide_id) through Fuse and in one stream.
 5. fuzz:         seeded mutations of valid requests through Fuse and FuseTiles (streams of 50):
                  status codes, unanswered messages, streams ended by a bad message.
@@ -29,10 +29,12 @@ import grpc
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-import hostile_corpus as corpus  # noqa: E402
-from conftest import channel_options, make_tiny_onnx, metric, start_gateway  # noqa: E402
+from tests.support import hostile_corpus as corpus  # noqa: E402
+from tests.support.gateway import channel_options, start_gateway  # noqa: E402
+from tests.support.models import make_tiny_onnx  # noqa: E402
+from tests.support.metrics import metric  # noqa: E402
 from tsva.client.images import encode_image  # noqa: E402
 from tsva.server.config import DEFAULT_MODEL_PATH  # noqa: E402
 from tsva.v1 import tsva_pb2 as pb  # noqa: E402

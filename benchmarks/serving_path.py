@@ -31,9 +31,9 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from conftest import start_gateway  # noqa: E402
+from tests.support.gateway import start_gateway  # noqa: E402
 
 from support import run_loadtest  # noqa: E402  (benchmarks/support.py)
 

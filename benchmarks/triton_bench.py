@@ -3,7 +3,7 @@
 
 Starts, for each backend in turn (never both at once, so they do not share the CPU):
   triton:   a real tritonserver (nvidia-pytriton's binary; the shipped ONNX file served by the
-            CPU model of the repository, tests/triton_harness.py) and a gateway with
+            CPU model of the repository, tests/support/triton_harness.py) and a gateway with
             `--backend triton --triton-urls ...`;
   embedded: a gateway with the default embedded backend and the same ONNX file;
 then runs `tsva loadtest --json` against the gateway and reports tiles/s, fused MP/s, p50/p99.
@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the tests' process helpers: a real gateway, a real Triton
+sys.path.insert(0, str(REPO))  # the tests' process helpers: a real gateway, a real Triton
 
-from conftest import start_gateway  # noqa: E402
-from triton_harness import SHIPPED_ONNX, TritonServer  # noqa: E402
+from tests.support.gateway import start_gateway  # noqa: E402
+from tests.support.triton_harness import SHIPPED_ONNX, TritonServer  # noqa: E402
 
 from support import run_loadtest  # noqa: E402  (benchmarks/support.py)
 

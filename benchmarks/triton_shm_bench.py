@@ -2,7 +2,7 @@
 """Gateway -> real tritonserver, tensors inside gRPC vs through system shared memory, in one run.
 
 The model is an identity ONNX model (x = y1, made here), served by the tests' real tritonserver
-(nvidia-pytriton's binary, a Python-backend model running the ONNX file, tests/triton_harness.py),
+(nvidia-pytriton's binary, a Python-backend model running the ONNX file, tests/support/triton_harness.py),
 so inference costs nothing and the figure is the transport's. For each transport in turn (one
 Triton, a fresh gateway each) it runs
 
@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the tests' process helpers: a real gateway, a real Triton
+sys.path.insert(0, str(REPO))  # the tests' process helpers: a real gateway, a real Triton
 
-from conftest import start_gateway  # noqa: E402
-from identity_model import make_identity_onnx  # noqa: E402
-from triton_harness import TritonServer  # noqa: E402
+from tests.support.gateway import start_gateway  # noqa: E402
+from tests.support.identity_model import make_identity_onnx  # noqa: E402
+from tests.support.triton_harness import TritonServer  # noqa: E402
 
 from support import group_cpu_s, run_loadtest  # noqa: E402  (benchmarks/support.py)
 
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
 
 
 def _metric(url: str, name: str, **labels) -> float:
-    from conftest import metric
+    from tests.support.metrics import metric
 
     return metric(url, name, **labels)
 

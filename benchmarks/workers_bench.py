@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the tests' process helpers: a real gateway
+sys.path.insert(0, str(REPO))  # the tests' process helpers: a real gateway
 
-from conftest import start_gateway  # noqa: E402
-from identity_model import make_identity_onnx  # noqa: E402
+from tests.support.gateway import start_gateway  # noqa: E402
+from tests.support.identity_model import make_identity_onnx  # noqa: E402
 
 from support import run_loadtest, tree_cpu_s  # noqa: E402  (benchmarks/support.py)
 

@@ -1,0 +1,83 @@
+"""Per-tile focus QC: the gateway's depth-from-defocus estimate of a tile's focus offset n.
+
+Pairs with a known n come from the project's optics simulator (tsva-export), a single thin layer
+(the tiny test model's metadata names no section, so the estimator models one layer too)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tsva.server import focus_qc
+from tsva.server.focus_qc import FocusEstimator, FocusOptics
+
+optics_mod = pytest.importorskip("tsva.export.optics")
+
+OPTICS = FocusOptics(0.75, 1.0, 0.25, (0.61, 0.53, 0.47), (0.5, 1.0, 1.5), 1.0)
+
+
+@pytest.fixture(scope="module")
+def specimen():
+    # The packaged H&E fields (tsva/export/data/he), rescaled to the optics' 0.25 um/px.
+    from tsva.export.textures import load_textures
+    return load_textures(None, 0.25, 320)[0].image[:320, :320]
+
+
+def shots(specimen, n_um, dd_um, seed=0):
+    """Shots A and B at -dD and +dD from F of a thin section whose focus is F + n, as uint8."""
+    optics, sample = optics_mod.Optics(defocus_um=(0.5, 1.0, 1.5)), optics_mod.Sample(layers=1)
+    rng = np.random.default_rng(seed)
+    masks = np.ones((1, *specimen.shape[:2]))
+    out = []
+    for d in (-dd_um, dd_um):
+        image = optics_mod.image_at(specimen, masks, np.zeros(1), optics, d - n_um)
+        out.append(np.round(optics_mod.add_sensor_noise(image, sample, rng) * 255).astype(np.uint8))
+    return out
+
+
+def test_bessel_j0_matches_scipy():
+    from scipy import special
+    x = np.linspace(0, 60, 3001)
+    assert np.abs(focus_qc.bessel_j0(x) - special.j0(x)).max() < 1e-6
+
+
+@pytest.mark.parametrize("z", [0.0, 1.0, 2.5])
+def test_otf_matches_the_simulators_psf(z):
+    """The tabulated OTF against the FFT of the simulator's PSF kernel (its pixel MTF divided out)."""
+    size, px = 256, 0.25
+    kernel = optics_mod.psf(optics_mod.Optics(), 0.53, z)
+    padded = np.zeros((size, size))
+    half = kernel.shape[0] // 2
+    padded[: kernel.shape[0], : kernel.shape[0]] = kernel
+    padded = np.roll(padded, (-half, -half), (0, 1))
+    freqs = np.arange(1, 64) / (size * px)                 # up to half the Nyquist frequency
+    simulated = np.fft.fft2(padded).real[0, 1:64] / np.sinc(freqs * px)
+    ours = focus_qc.defocus_otf(OPTICS, 0.53, np.array([z]), freqs)[0]
+    assert np.abs(ours - simulated).max() < 0.02
+
+
+def test_rescan_outside_the_trained_range(specimen):
+    a, b = shots(specimen, 3.2, 1.0)
+    estimate = FocusEstimator(OPTICS).estimate(a, b, -1.0, 1.0)
+    assert estimate.rescan and "outside the trained +-2 um" in estimate.reason
+    a, b = shots(specimen, 0.0, 2.5)
+    estimate = FocusEstimator(OPTICS).estimate(a, b, -2.5, 2.5)
+    assert estimate.rescan and "dD 2.5 um outside the trained 0.5..1.5 um" in estimate.reason
+
+
+def test_no_estimate_without_texture_or_offsets(specimen):
+    rng = np.random.default_rng(1)
+    glass = [np.clip(240 + rng.normal(0, 3, (256, 256, 3)), 0, 255).astype(np.uint8) for _ in range(2)]
+    estimate = FocusEstimator(OPTICS).estimate(*glass, -1.0, 1.0)
+    assert estimate.focus_offset_um is None and not estimate.rescan and "texture" in estimate.reason
+    a, b = shots(specimen, 0.5, 1.0)
+    estimate = FocusEstimator(OPTICS).estimate(a, b, 0.0, 0.0)
+    assert estimate.focus_offset_um is None and "defocus_a_um and defocus_b_um are equal" in estimate.reason
+
+
+def test_optics_from_metadata_reads_the_trained_range_and_section():
+    meta = {"optics.numerical_aperture": "0.75", "optics.refractive_index": "1", "optics.pixel_size_um": "0.25",
+            "optics.wavelengths_um": "0.61,0.53,0.47", "optics.defocus_um": "0.5,1,1.5,2,2.5,3",
+            "optics.focus_sigma_um": "1", "sample.thickness_um": "4", "sample.layers": "5"}
+    optics = FocusOptics.from_metadata(meta)
+    assert optics.focus_range_um == 2.0 and optics.defocus_um[-1] == 3.0
+    assert list(optics.layer_depths_um) == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    assert FocusOptics.from_metadata({"optics.defocus_um": "1"}) is None

@@ -1,0 +1,130 @@
+"""int8 quantisation (tsva.export.quantize, `tsva quantize`): a tiny random TSVA network quantised
+on a small calibration pool loads in ONNX Runtime, keeps the float32 contract and metadata, stays
+close to its float model, and keeps the residual tail in float; the gateway serves an int8 model
+over real gRPC."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from skimage import data
+from skimage.filters import gaussian
+from tsva.export.dataset import PairPool
+from tsva.export.metadata import model_metadata
+from tsva.export.network import NetworkConfig, build_network
+from tsva.export.onnx_export import export_onnx, onnx_session, read_metadata
+from tsva.export.optics import Optics, Sample
+from tsva.export.quantize import file_sha256, float_tail, max_abs_difference, quantize_model
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+REPO = Path(__file__).resolve().parents[2]
+
+SHIPPED_FLOAT = REPO / "model_repository" / "tsva" / "1" / "model.onnx"
+
+
+def _float_model(path: Path) -> Path:
+    """A width-4, depth-2 TSVA with random weights everywhere (a zero head would quantise trivially)."""
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(arch="tsva", base_width=4, depth=2))
+    torch.nn.init.normal_(net.decoder.head.weight, std=0.05)
+    meta = model_metadata(net.config, Optics(), patch_size=64, training_data="test", training_command="tsva train --test",
+                          evaluation_summary="not evaluated", sample=Sample())
+    return export_onnx(net.eval(), path, meta)
+
+
+def _pool(pairs: int = 8, size: int = 64) -> PairPool:
+    """Calibration pairs from scikit-image's histology image: a lightly and a strongly blurred crop
+    (stand-ins for the simulator's shots; what matters here is realistic value ranges)."""
+    image = data.immunohistochemistry() / 255.0
+    rng = np.random.default_rng(0)
+    y1, y2, truth = (np.empty((pairs, 3, size, size), dtype) for dtype in (np.uint8, np.uint8, np.float16))
+    for i in range(pairs):
+        y, x = rng.integers(0, image.shape[0] - size, 2)
+        crop = image[y:y + size, x:x + size]
+        truth[i] = crop.transpose(2, 0, 1)
+        y1[i] = np.round(gaussian(crop, 1.0, channel_axis=-1) * 255).transpose(2, 0, 1)
+        y2[i] = np.round(gaussian(crop, 2.5, channel_axis=-1) * 255).transpose(2, 0, 1)
+    return PairPool(y1, y2, truth, np.full(pairs, 1.0, np.float32),
+                    simulation={"optics": Optics().to_dict(), "sample": Sample().to_dict()})
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("quantize")
+    source = _float_model(tmp / "float.onnx")
+    added = quantize_model(source, tmp / "int8.onnx", _pool(), batch=4, calibration="test pool")
+    return source, tmp / "int8.onnx", added
+
+
+def test_int8_model_loads_runs_and_keeps_the_contract(quantized):
+    source, int8, _ = quantized
+    session = onnx_session(int8)
+    assert [i.name for i in session.get_inputs()] == ["y1", "y2"] and session.get_outputs()[0].name == "x"
+    assert all(i.type == "tensor(float)" for i in session.get_inputs())
+    y = np.random.default_rng(1).random((2, 3, 48, 80), dtype=np.float32)  # another batch and size
+    out = session.run(["x"], {"y1": y, "y2": y[:, :, ::-1].copy()})[0]
+    assert out.shape == y.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_int8_output_stays_close_to_the_float_model(quantized):
+    source, int8, _ = quantized
+    worst, psnr = max_abs_difference(source, int8, _pool(4, 96), batch=2)  # pairs it was not calibrated on
+    assert 0 < worst < 0.1 and psnr > 40, (worst, psnr)
+
+
+def test_residual_tail_stays_float(quantized):
+    """y1 reaches the `+ y1` unquantised, and the Add/Clip and the head conv have no QDQ."""
+    _, int8, _ = quantized
+    model = onnx.load(str(int8))
+    (add,) = [n for n in model.graph.node if n.op_type == "Add"]
+    assert "y1" in add.input
+    producers = {o: n for n in model.graph.node for o in n.output}
+    head = producers[next(i for i in add.input if i != "y1")]
+    assert head.op_type == "Conv"
+    weight = producers.get(head.input[1])
+    assert weight is None or weight.op_type != "DequantizeLinear"
+    (clip,) = [n for n in model.graph.node if n.op_type == "Clip"]
+    assert clip.output == ["x"] and producers[clip.input[0]] is add
+
+
+def test_float_tail_names_the_head_conv():
+    model = onnx.load(str(SHIPPED_FLOAT))
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert sorted(ops[name] for name in float_tail(model)) == ["Add", "Clip", "Conv"]
+
+
+def test_metadata_is_carried_and_says_int8(quantized):
+    source, int8, added = quantized
+    before, after = read_metadata(source), read_metadata(int8)
+    assert {k: after[k] for k in before} == before  # every key of the float model, unchanged
+    assert after["precision"] == "int8" and added["precision"] == "int8"
+    assert "per channel" in after["quantization"] and "8 simulated 64px pairs of test pool" in after["quantization"]
+    assert after["quantization.source_sha256"] == file_sha256(source)
+    assert not any(k.startswith("onnx.") for k in after)  # the tools' own bookkeeping is dropped
+
+
+def test_an_int8_model_is_not_quantised_again(quantized, tmp_path):
+    from tsva.export.errors import TsvaExportError
+
+    with pytest.raises(TsvaExportError, match="already int8"):
+        quantize_model(quantized[1], tmp_path / "again.onnx", _pool(2))
+
+
+def test_quantize_command_bad_input_is_one_line(tmp_path, capsys):
+    from tsva.client.cli import main
+
+    assert main(["quantize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx")]) == 2
+    assert capsys.readouterr().err.strip() == f"tsva quantize: model {tmp_path / 'missing.onnx'}: no such file"
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    pool = tmp_path / "pool.npz"
+    _pool(2).save(pool)
+    assert main(["quantize", str(tmp_path / "junk.onnx"), "--pool", str(pool), "-o", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tsva quantize: ") and "not a readable ONNX model" in err and err.count("\n") == 1
+    assert not (tmp_path / "o.onnx").exists()
