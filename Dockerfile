@@ -9,13 +9,14 @@
 # installs from the wheelhouse alone. A wheelhouse with wheels is always used (pip --no-index).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# Stage 1: install client + gateway into a virtual environment with the same script CI runs.
+# Stage 1: install common + client + gateway into a virtual environment with the same script CI runs.
 FROM ${PYTHON_IMAGE} AS build
 # The same title on both stages, so old builds can be pruned by it (tests/support/docker_engine.py).
 LABEL org.opencontainers.image.title="tsva-gateway"
 WORKDIR /src
 COPY scripts/install.sh scripts/install.sh
 COPY requirements/ requirements/
+COPY common/ common/
 COPY clients/ clients/
 COPY server/ server/
 RUN if ls requirements/wheelhouse/*.whl >/dev/null 2>&1; then \

@@ -16,10 +16,10 @@ serve: setup-gateway
 test: setup-dev
 	$(BIN)/python -m pytest
 
-# Regenerates the Python stubs in clients/tsva/v1 from protos/ (tests check they are current).
+# Regenerates the Python stubs in common/tsva/v1 from protos/ (tests check they are current).
 protos:
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=clients --pyi_out=clients \
-	  --grpc_python_out=clients protos/tsva/v1/tsva.proto
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=common --pyi_out=common \
+	  --grpc_python_out=common protos/tsva/v1/tsva.proto
 
 # The gateway image. `make image` builds it without network: a bookworm base made locally
 # (scripts/base_image.sh, needs root and debootstrap) and the wheels of requirements/wheelhouse/

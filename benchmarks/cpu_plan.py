@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from tsva.server.config import CPU_PATCH_SIZE, DEFAULT_MODEL_PATH
-from tsva.server.contract import FLOAT32_CONTRACT
+from tsva.common.contract import FLOAT32_CONTRACT
 from tsva.server.patching import PatchGrid, pad_to_canvas
 
 HEIGHT, WIDTH, OVERLAP, BATCH = 1024, 1224, 64, 16

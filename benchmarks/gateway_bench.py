@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.gateway import channel_options, start_gateway  # noqa: E402
 from tests.support.models import make_tiny_onnx  # noqa: E402
-from tsva.client.images import encode_image  # noqa: E402
+from tsva.common.images import encode_image  # noqa: E402
 from tsva.server.backends.embedded import EmbeddedBackend  # noqa: E402
 from tsva.server.config import DEFAULT_MODEL_PATH  # noqa: E402
 from tsva.server.patching import PatchGrid, extract_patch, pad_to_canvas  # noqa: E402

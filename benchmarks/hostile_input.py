@@ -35,7 +35,7 @@ from tests.support import hostile_corpus as corpus  # noqa: E402
 from tests.support.gateway import channel_options, start_gateway  # noqa: E402
 from tests.support.models import make_tiny_onnx  # noqa: E402
 from tests.support.metrics import metric  # noqa: E402
-from tsva.client.images import encode_image  # noqa: E402
+from tsva.common.images import encode_image  # noqa: E402
 from tsva.server.config import DEFAULT_MODEL_PATH  # noqa: E402
 from tsva.v1 import tsva_pb2 as pb  # noqa: E402
 

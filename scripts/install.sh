@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 case "$profile" in
-  gateway) "${pip[@]}" install -c requirements/constraints.txt -e clients -e server ;;
-  image) "${pip[@]}" install --no-cache-dir -c requirements/constraints.txt ./clients ./server ;;
-  dev) "${pip[@]}" install -c requirements/constraints.txt -e clients -e server -e export -r requirements/test.txt ;;
+  gateway) "${pip[@]}" install -c requirements/constraints.txt -e common -e clients -e server ;;
+  image) "${pip[@]}" install --no-cache-dir -c requirements/constraints.txt ./common ./clients ./server ;;
+  dev) "${pip[@]}" install -c requirements/constraints.txt -e common -e clients -e server -e export -r requirements/test.txt ;;
   *) echo "usage: $0 gateway|dev|image [VENV]" >&2; exit 2 ;;
 esac

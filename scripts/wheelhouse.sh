@@ -16,7 +16,7 @@ sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
 PY
 mapfile -t requirements < <("$python" - <<'PY'
 import re, tomllib
-for package in ("clients", "server"):
+for package in ("common", "clients", "server"):
     with open(f"{package}/pyproject.toml", "rb") as f:
         for requirement in tomllib.load(f)["project"]["dependencies"]:
             if not re.match(r"tsva-", requirement):  # the local packages are built from source

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 from skimage import data
-from tsva.client.brenner import brenner, refine_peak
-from tsva.client.images import decode_image, encode_image
+from tsva.common.brenner import brenner, refine_peak
+from tsva.common.images import decode_image, encode_image
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from skimage import data, filters
-from tsva.client import Client, FusePair, TsvaError, images
+from tsva.client import Client, FusePair, TsvaError
+from tsva.common import images
 from tsva.v1 import tsva_pb2 as pb
 
 from tests.support.gateway import start_gateway

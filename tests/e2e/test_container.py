@@ -16,7 +16,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage import data
 from tsva.client import Client
-from tsva.client.brenner import brenner
+from tsva.common.brenner import brenner
 from tsva.server.patching import PatchGrid
 
 from tests.support.docker_engine import Container, build_image, docker, image_config, require_engine

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from skimage import data
-from tsva.client.images import decode_image, encode_image
+from tsva.common.images import decode_image, encode_image
 from tsva.export.metadata import model_metadata
 from tsva.export.network import NetworkConfig, build_network
 from tsva.export.onnx_export import export_onnx

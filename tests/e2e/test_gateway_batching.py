@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from skimage import data
-from tsva.client.images import encode_image
+from tsva.common.images import encode_image
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 

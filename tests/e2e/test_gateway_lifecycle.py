@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skimage import data
-from tsva.client.images import encode_image
+from tsva.common.images import encode_image
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 

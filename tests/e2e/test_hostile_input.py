@@ -7,7 +7,7 @@ of the same corpus are in benchmarks/hostile_input.py, not here."""
 import grpc
 import numpy as np
 import pytest
-from tsva.client.images import decode_image, encode_image
+from tsva.common.images import decode_image, encode_image
 from tsva.server.wire import MAX_ID_BYTES
 from tsva.v1 import tsva_pb2 as pb
 

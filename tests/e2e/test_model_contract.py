@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from tsva.client.images import decode_image, encode_image
+from tsva.common.images import decode_image, encode_image
 from tsva.export.pixel_io import write_pixel_model
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from skimage import data
 from skimage.filters import gaussian
-from tsva.client.images import decode_image, encode_image
+from tsva.common.images import decode_image, encode_image
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from skimage import data
 from skimage.filters import gaussian
-from tsva.client.images import decode_image, encode_image
+from tsva.common.images import decode_image, encode_image
 from tsva.export.dataset import PairPool
 from tsva.export.metadata import model_metadata
 from tsva.export.network import NetworkConfig, build_network

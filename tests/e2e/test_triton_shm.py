@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from tsva.client.images import decode_image
+from tsva.common.images import decode_image
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 
 from tests.support.gateway import start_gateway

@@ -14,7 +14,7 @@ import struct
 import zlib
 
 import numpy as np
-from tsva.client.images import encode_image
+from tsva.common.images import encode_image
 from tsva.v1 import tsva_pb2 as pb
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage import data, filters
-from tsva.client.images import encode_image
+from tsva.common.images import encode_image
 from tsva.v1 import tsva_pb2 as pb
 
 

@@ -2,7 +2,7 @@
 and the same figures as the gateway returns them over real gRPC (Fuse and FindFocus)."""
 import numpy as np
 import pytest
-from tsva.client.brenner import brenner, refine_peak
+from tsva.common.brenner import brenner, refine_peak
 
 ROW = np.array([[1, 2, 4, 8]], dtype=np.uint8)  # one grey row
 

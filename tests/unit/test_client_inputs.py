@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from skimage import data
-from tsva.client import images
+from tsva.common import images
 from tsva.client.errors import ImageInputError, TsvaError
 from tsva.client.inputs import encoding_for_path, output_encoding, to_image
 from tsva.client.results import FuseResult

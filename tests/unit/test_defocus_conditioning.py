@@ -6,7 +6,7 @@ contract reads the optional `dd` input."""
 from __future__ import annotations
 
 import pytest
-from tsva.server.contract import ContractError, contract_from_io
+from tsva.common.contract import ContractError, contract_from_io
 
 
 def test_contract_reads_the_optional_defocus_input():

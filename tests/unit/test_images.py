@@ -1,7 +1,7 @@
 """numpy <-> tsva.v1.Image conversion (pure functions, no server needed)."""
 import numpy as np
 import pytest
-from tsva.client.images import ImageError, decode_image, encode_image
+from tsva.common.images import ImageError, decode_image, encode_image
 from tsva.v1 import tsva_pb2 as pb
 
 RNG = np.random.default_rng(0)

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 from tsva.export.pixel_io import PixelIOError, pixel_triton_config, wrap_pixel_io, write_pixel_model
-from tsva.server.contract import ContractError, contract_from_io
+from tsva.common.contract import ContractError, contract_from_io
 
 from tests.support.models import make_unet_onnx
 from tests.support.paths import REPO_ROOT

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special
 from skimage import data
-from tsva.client.brenner import brenner
+from tsva.common.brenner import brenner
 from tsva.export.errors import OpticsError
 from tsva.export.optics import Optics, Sample, add_sensor_noise, image_at, psf, radial_psf_profile, simulate_pair
 

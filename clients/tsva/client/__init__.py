@@ -13,7 +13,7 @@ _EXPORTS = {
     "AsyncClient": "tsva.client.aio",
     "TsvaError": "tsva.client.errors",
     "ImageInputError": "tsva.client.errors",
-    "ImageError": "tsva.client.images",
+    "ImageError": "tsva.common.images",
     "FusePair": "tsva.client.results",
     "FuseResult": "tsva.client.results",
     "FocusResult": "tsva.client.results",

@@ -14,12 +14,10 @@ from tsva.client import security
 from tsva.client.errors import TsvaError
 from tsva.client.inputs import ImageSource, output_encoding, to_image
 from tsva.client.results import FusePair, FuseResult
+from tsva.common.limits import DEFAULT_MAX_MESSAGE_BYTES  # noqa: F401 (part of the client API)
 from tsva.v1 import tsva_pb2 as pb
 
 DEFAULT_SERVER = "localhost:50051"
-# Two 4096 x 4096 x 3 uint16 shots are ~201 MB; gRPC's default limit is 4 MiB. 256 MiB leaves room
-# for the message framing and matches the gateway's limit.
-DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)

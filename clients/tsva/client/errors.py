@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import grpc
 
-from tsva.client.images import ImageError
+from tsva.common.images import ImageError
 
 
 class TsvaError(Exception):

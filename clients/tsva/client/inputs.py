@@ -13,7 +13,7 @@ from typing import Union
 
 import numpy as np
 
-from tsva.client import images
+from tsva.common import images
 from tsva.client.errors import ImageInputError
 from tsva.v1 import tsva_pb2 as pb
 

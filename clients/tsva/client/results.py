@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from tsva.client import images
+from tsva.common import images
 from tsva.client.errors import TsvaError
 from tsva.client.inputs import ImageSource, encoding_for_path
 from tsva.v1 import tsva_pb2 as pb

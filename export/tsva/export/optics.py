@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage, signal, special
 
-from tsva.client.brenner import brenner
+from tsva.common.brenner import brenner
 
 from .errors import OpticsError
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import tsva.server
-from tsva.client._core import DEFAULT_MAX_MESSAGE_BYTES  # noqa: F401 (shared with the client; importable from here)
+from tsva.common.limits import DEFAULT_MAX_MESSAGE_BYTES  # noqa: F401 (shared with the client; importable from here)
 
 # server/tsva/server/__init__.py -> the repository root of the editable install.
 REPOSITORY_ROOT = Path(tsva.server.__file__).resolve().parents[3]

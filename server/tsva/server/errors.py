@@ -5,7 +5,7 @@ import logging
 
 import grpc
 
-from tsva.client.images import ImageError
+from tsva.common.images import ImageError
 from tsva.server.backends.base import BackendUnavailable
 
 log = logging.getLogger(__name__)

@@ -144,7 +144,7 @@ class Stitcher:
 # ---- tiles on their way through the backend ------------------------------------------------------
 # A job is one tile as the batcher sees it: `total` items of one `shape` (model layout, no batch
 # axis), written into batch tensors by fill() and taken back from the output by put(); the
-# contract (tsva.server.contract) does every conversion. Items of the same shape share batches.
+# contract (tsva.common.contract) does every conversion. Items of the same shape share batches.
 
 class TileJob:
     """State the batcher keeps for any job: its future and timings."""

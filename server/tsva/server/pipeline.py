@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 
 import tsva.server
-from tsva.client.images import decode_image, encode_image
+from tsva.common.images import decode_image, encode_image
 from tsva.server.backends.base import Backend
 from tsva.server.batcher import MicroBatcher
-from tsva.client.brenner import brenner, refine_peak
+from tsva.common.brenner import brenner, refine_peak
 from tsva.server.config import Config
 from tsva.server.errors import InvalidRequest
 from tsva.server.focus_qc import GatewayFocusQC
 from tsva.server.metrics import Metrics
-from tsva.server.contract import MODEL_CHANNELS
+from tsva.common.contract import MODEL_CHANNELS
 from tsva.server.patching import PatchGrid, PatchJob, Stitcher, TileJob, WholeTileJob, pad_to_canvas
 from tsva.v1 import tsva_pb2 as pb
 

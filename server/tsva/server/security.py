@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from tsva.client.security import (AUTHORIZATION_KEY, BEARER_PREFIX, SecurityConfigError, check_key_pair,
+from tsva.common.credentials import (AUTHORIZATION_KEY, BEARER_PREFIX, SecurityConfigError, check_key_pair,
                                   check_pem_certificates, check_token, token_lines)
 
 __all__ = ["SecurityConfigError", "server_credentials", "auth_interceptors", "BearerTokenInterceptor",

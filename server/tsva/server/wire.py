@@ -9,9 +9,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from tsva.common.limits import MAX_ID_BYTES
 from tsva.server.errors import InvalidRequest
 
-MAX_ID_BYTES = 256  # tile_id, slide_id: longer ones are refused
 _ID_FIELDS = ("tile_id", "slide_id")
 _LENGTH_DELIMITED = 2
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from tsva.client import images
-from tsva.client.brenner import LUMA_WEIGHTS
+from tsva.common import images
+from tsva.common.brenner import LUMA_WEIGHTS
 from tsva.v1 import tsva_pb2 as pb
 
 

@@ -1,7 +1,7 @@
 """The contract between the gateway's micro-batcher and an inference backend.
 
 Model I/O: inputs `y1` and `y2`, output `x`, batch, height and width dynamic (multiples of 16),
-either float32 NCHW in [0, 1] or uint8/uint16 NHWC pixels; tsva.server.contract reads which one
+either float32 NCHW in [0, 1] or uint8/uint16 NHWC pixels; tsva.common.contract reads which one
 a model follows and owns the conversions.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tsva.server.contract import FLOAT32_CONTRACT, INPUT_Y1, INPUT_Y2, OUTPUT_X, ModelContract  # noqa: F401
+from tsva.common.contract import FLOAT32_CONTRACT, INPUT_Y1, INPUT_Y2, OUTPUT_X, ModelContract  # noqa: F401
 
 
 class BackendUnavailable(RuntimeError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tsva.server.backends.base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
-from tsva.server.contract import ContractError, contract_from_io
+from tsva.common.contract import ContractError, contract_from_io
 
 log = logging.getLogger(__name__)
 

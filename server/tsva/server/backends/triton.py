@@ -29,7 +29,7 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from .base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
-from ..contract import ContractError, ModelContract, contract_from_io
+from tsva.common.contract import ContractError, ModelContract, contract_from_io
 from .triton_shm import SHM_ERROR_HINTS, ShmPool, ShmUnavailable, Staged, is_loopback, stage_grpc
 from .triton_targets import Resolver, parse_targets, resolve_dns, split
 
