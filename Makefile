@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test setup-gateway setup-dev protos wheelhouse base-image image image-online
+.PHONY: serve test test-fast setup-gateway setup-dev protos wheelhouse base-image image image-online
 
 setup-gateway:
 	scripts/install.sh gateway $(VENV)
@@ -15,6 +15,10 @@ serve: setup-gateway
 
 test: setup-dev
 	$(BIN)/python -m pytest
+
+# The unit tier only: in process, no servers, under a minute (tests/unit).
+test-fast: setup-dev
+	$(BIN)/python -m pytest -m "not e2e"
 
 # Regenerates the Python stubs in common/tsva/v1 from protos/ (tests check they are current).
 protos:
