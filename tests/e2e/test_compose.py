@@ -212,7 +212,7 @@ def test_compose_brings_up_the_gateway_with_prometheus_scraping_it(tmp_path):
     if command is None:
         pytest.skip("no compose implementation here (docker compose plugin or docker-compose)")
     docker_package = pytest.importorskip("docker")
-    from tsva.client import stack
+    from tsva.server import stack
 
     from tests.support.gateway import free_port
 

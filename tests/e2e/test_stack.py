@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from tsva.client import stack
+from tsva.server import stack
 
 from tests.support.paths import REPO_ROOT
 

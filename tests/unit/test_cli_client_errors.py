@@ -16,7 +16,7 @@ import pytest
 def test_failure_lines_by_status(code, details, expected, status):
     """The wording for statuses a healthy loopback gateway does not produce on demand (pure function)."""
     import grpc
-    from tsva.client.commands.common import describe_failure
+    from tsva.client.verbs.common import describe_failure
     from tsva.client.errors import TsvaError
 
     line, exit_status = describe_failure(TsvaError(getattr(grpc.StatusCode, code), details, server="h:1"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from tsva.client.loadtest import stats, tiles
-from tsva.client.loadtest.cli import format_row
+from tsva.client.verbs.loadtest import format_row
 
 
 def test_simulated_pairs_look_like_two_defocused_shots():

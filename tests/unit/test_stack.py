@@ -7,7 +7,7 @@ mock here, used only then)."""
 from __future__ import annotations
 
 import pytest
-from tsva.client import stack
+from tsva.server import stack
 
 
 def test_plan_rejects_what_compose_would_not_run():

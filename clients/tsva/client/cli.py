@@ -13,18 +13,18 @@ import sys
 
 # verb -> (module, distribution that ships it, one-line help)
 VERBS: dict[str, tuple[str, str, str]] = {
-    "serve": ("tsva.server.cli", "tsva-server", "run the gateway (embedded backend and shipped model by default)"),
-    "fuse": ("tsva.client.commands.fuse", "tsva-client", "fuse two out-of-focus shots through a server"),
-    "focus": ("tsva.client.commands.focus", "tsva-client", "find the sharpest plane of a z-stack"),
-    "info": ("tsva.client.commands.info", "tsva-client", "show server, model and limits"),
-    "scan": ("tsva.client.commands.scan", "tsva-client", "scan a whole slide through a server into a pyramidal slide"),
-    "loadtest": ("tsva.client.loadtest.cli", "tsva-client", "load-test a server"),
-    "stack": ("tsva.client.stack", "tsva-client", "bring the docker compose stack up or down"),
-    "simulate": ("tsva.export.commands.simulate", "tsva-export", "write simulated training pairs to disk"),
-    "train": ("tsva.export.commands.train", "tsva-export", "train TSVA or the U-Net baseline"),
-    "evaluate": ("tsva.export.commands.evaluate", "tsva-export", "evaluate against baselines"),
-    "export": ("tsva.export.commands.export", "tsva-export", "export a checkpoint to ONNX / TensorRT"),
-    "quantize": ("tsva.export.commands.quantize", "tsva-export", "int8 CPU model from a float32 ONNX model"),
+    "serve": ("tsva.server.verbs.serve", "tsva-server", "run the gateway (embedded backend and shipped model by default)"),
+    "fuse": ("tsva.client.verbs.fuse", "tsva-client", "fuse two out-of-focus shots through a server"),
+    "focus": ("tsva.client.verbs.focus", "tsva-client", "find the sharpest plane of a z-stack"),
+    "info": ("tsva.client.verbs.info", "tsva-client", "show server, model and limits"),
+    "scan": ("tsva.client.verbs.scan", "tsva-client", "scan a whole slide through a server into a pyramidal slide"),
+    "loadtest": ("tsva.client.verbs.loadtest", "tsva-client", "load-test a server"),
+    "stack": ("tsva.server.verbs.stack", "tsva-server", "bring the docker compose stack up or down"),
+    "simulate": ("tsva.export.verbs.simulate", "tsva-export", "write simulated training pairs to disk"),
+    "train": ("tsva.export.verbs.train", "tsva-export", "train TSVA or the U-Net baseline"),
+    "evaluate": ("tsva.export.verbs.evaluate", "tsva-export", "evaluate against baselines"),
+    "export": ("tsva.export.verbs.export", "tsva-export", "export a checkpoint to ONNX / TensorRT"),
+    "quantize": ("tsva.export.verbs.quantize", "tsva-export", "int8 CPU model from a float32 ONNX model"),
 }
 
 

@@ -1,6 +1,6 @@
 """`python -m tsva.server [flags]`: the same as `tsva serve`."""
 import sys
 
-from tsva.server.cli import main
+from tsva.server.verbs.serve import main
 
 sys.exit(main())

@@ -30,7 +30,7 @@ async def preflight(connection: Connection, timeout: float) -> dict | str:
             if code == grpc.StatusCode.UNAUTHENTICATED:
                 return f"{connection.server} refused the credentials (--token / --token-file): {exc.details()}"
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                from tsva.client.commands.common import TLS_HINT
+                from tsva.client.verbs.common import TLS_HINT
                 return f"cannot reach the server at {connection.server} ({TLS_HINT}): {code.name}: {exc.details()}"
             return f"{connection.server}: GetInfo failed: {code.name}: {exc.details()}"
     return MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from tsva.client.commands import common
+from tsva.client.verbs import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

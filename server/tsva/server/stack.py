@@ -1,22 +1,15 @@
-"""`tsva stack up|down|status`: the docker compose stack on a host with a Docker engine.
-
-    tsva stack up [--profile gpu|cpu]     start it and wait until every service is healthy
-    tsva stack status                     state and health of every container of the stack
-    tsva stack down [--volumes]           stop and remove it
-    tsva stack up --dry-run               print what would start, in what order, what it waits for
+"""The docker compose stack on a host with a Docker engine: the plan of what starts, in what order
+and what it waits for (read from the compose file), and the waits themselves (`tsva stack`, in
+tsva.server.verbs.stack, drives them).
 
 `docker compose` (the CLI plugin) creates the containers; the `docker` Python package watches
 their health through the engine's API, service by service in dependency order, and on failure shows
 the failing health check and the container's last log lines. Needs the optional extra
-`pip install 'tsva-client[stack]'` (docker, PyYAML).
+`pip install 'tsva-server[stack]'` (docker, PyYAML), which the gateway image does not carry.
 """
 from __future__ import annotations
 
-import argparse
 import re
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +17,7 @@ from pathlib import Path
 
 DEFAULT_FILE = "docker-compose.yml"
 # The rule of every verb (docs/cli.md, "Where files are found"): files the project ships come from
-# the checkout `tsva` was installed from (clients/tsva/client/stack.py -> the checkout's root), in
+# the checkout `tsva` was installed from (server/tsva/server/stack.py -> the checkout's root), in
 # any current folder; without a checkout (an install from a wheel), from the current folder.
 _CHECKOUT_FILE = Path(__file__).resolve().parents[3] / DEFAULT_FILE
 
@@ -70,7 +63,7 @@ def load_compose(path: str | Path) -> dict:
     try:
         import yaml
     except ModuleNotFoundError:
-        raise StackError("tsva stack needs PyYAML and docker: pip install 'tsva-client[stack]'") from None
+        raise StackError("tsva stack needs PyYAML and docker: pip install 'tsva-server[stack]'") from None
     path = Path(path)
     try:
         document = yaml.safe_load(path.read_text())
@@ -145,7 +138,7 @@ def engine_client():
         import docker
         from docker.errors import DockerException
     except ModuleNotFoundError:
-        raise StackError("tsva stack needs docker and PyYAML: pip install 'tsva-client[stack]'") from None
+        raise StackError("tsva stack needs docker and PyYAML: pip install 'tsva-server[stack]'") from None
     try:
         client = docker.from_env(timeout=10)
         client.ping()
@@ -217,66 +210,3 @@ def status_rows(client, project: str) -> list[tuple[str, str, str, str]]:
                               for p, b in sorted(ports.items()) if b)
         rows.append((container.labels.get(SERVICE_LABEL, container.name), status, health or "-", published))
     return sorted(rows)
-
-
-# ---- the verb -------------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = __doc__
-    parser.add_argument("action", choices=("up", "down", "status"))
-    parser.add_argument("--file", "-f", type=Path, default=default_compose_file(),
-                        help="compose file (default: the checkout's docker-compose.yml, %(default)s)")
-    parser.add_argument("--profile", action="append", choices=("gpu", "cpu"),
-                        help="compose profile: gpu (default) or cpu for hosts without a GPU")
-    parser.add_argument("--build", action="store_true", help="up: build the gateway image first")
-    parser.add_argument("--volumes", action="store_true", help="down: also remove the named volumes")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan (order, waits, commands) without touching an engine")
-
-
-def run(args: argparse.Namespace) -> int:
-    profiles = args.profile or ["gpu"]
-    try:
-        compose = load_compose(args.file)
-        project = compose.get("name") or args.file.resolve().parent.name
-        services = plan(compose, set(profiles))
-        if args.action == "up":
-            command = compose_command(args.file, profiles, "up", "-d", *(["--build"] if args.build else []))
-        elif args.action == "down":
-            command = compose_command(args.file, profiles, "down", *(["--volumes"] if args.volumes else []))
-        else:
-            command = None
-        if args.dry_run:
-            print(f"project {project}, profiles {', '.join(profiles)}")
-            if command:
-                print("run: " + " ".join(command))
-            if args.action == "up":
-                for service in services:
-                    after = ", ".join(f"{d} {c.removeprefix('service_')}" for d, c in service.depends_on.items())
-                    print(f"  wait {service.name}: {service.waits_for} within {service.wait_s:.0f} s"
-                          + (f" (after {after})" if after else ""))
-            return 0
-        client = engine_client()
-        if command:
-            if shutil.which("docker") is None:
-                raise StackError("the docker CLI is not on PATH (docker compose creates the containers)")
-            if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
-                raise StackError("the docker compose plugin is missing (`docker compose version` failed)")
-            result = subprocess.run(command)
-            if result.returncode != 0:
-                raise StackError(f"{' '.join(command)} exited with {result.returncode}")
-        if args.action == "up":
-            print(f"waiting for {len(services)} services to be healthy ...")
-            wait_healthy(client, project, services)
-            print("stack is up")
-        elif args.action == "status":
-            rows = status_rows(client, project)
-            if not rows:
-                print(f"no container of project {project!r}")
-            for row in rows:
-                print(f"{row[0]:<14} {row[1]:<10} {row[2]:<10} {row[3]}")
-        return 0
-    except StackError as exc:
-        print(f"tsva stack: error: {exc}", file=sys.stderr)
-        return 1

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from tsva.client.commands.common import add_connection_arguments, number_type, token_of
+from tsva.client.verbs.common import add_connection_arguments, number_type, token_of
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tsva.client.commands import common
+from tsva.client.verbs import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

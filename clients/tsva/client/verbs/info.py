@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tsva.client.commands import common
+from tsva.client.verbs import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,1 +1,0 @@
-"""`tsva` verbs of the training side: simulate, train, evaluate, export."""

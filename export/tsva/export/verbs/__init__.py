@@ -1,0 +1,1 @@
+"""`tsva` verbs of the training side: simulate, train, evaluate, export, quantize (common.py: shared options)."""

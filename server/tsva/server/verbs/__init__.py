@@ -1,0 +1,1 @@
+"""`tsva` verbs of the gateway: serve, stack."""
