@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy import ndimage, signal, special
@@ -198,25 +199,89 @@ def sharpness(image: np.ndarray) -> float:
 class SimulatedPair:
     y1: np.ndarray        # sharper shot (Brenner), float32 HxWxC in [0, 1]
     y2: np.ndarray        # the other shot
-    truth: np.ndarray     # in-focus, noise-free
+    truth: np.ndarray     # in-focus (noise-free when simulated)
     dd_um: float
     focus_offset_um: float
     y1_defocus_um: float  # defocus (shot plane - true focus) of y1
     y2_defocus_um: float
 
 
+# ------------------------------------------------------------------------- stacks of planes
+
+class Stack(Protocol):
+    """Through-focus planes of one field: what a pair is cut from. Simulated (`PlaneStack`) or
+    read from a real z-stack file (`zstack.ZStack`)."""
+    planes: np.ndarray   # [Z, H, W, C] float in [0, 1], the shots as the camera records them
+    z_um: np.ndarray     # [Z] focal plane of each
+
+    @property
+    def truth(self) -> np.ndarray: ...      # [H, W, C] the in-focus image (the ground truth)
+
+    @property
+    def focus_z_um(self) -> float: ...      # z of the true focus
+
+
+@dataclass
+class PlaneStack:
+    """A simulated through-focus stack: noisy shots at `z_um` (relative to the section's true focus)
+    and the noise-free in-focus image."""
+    planes: np.ndarray            # float64 [Z, H, W, C]
+    z_um: np.ndarray              # float64 [Z]
+    truth: np.ndarray | None      # float64 [H, W, C]; None when not rendered
+    focus_z_um: float = 0.0
+
+
+@dataclass
+class Specimen:
+    """One simulated section: its transmission image and how its stain is split among the layers."""
+    texture: np.ndarray      # HxWxC transmission in [0, 1]
+    masks: np.ndarray        # [layers, H, W] partition of unity
+    depths_um: np.ndarray    # [layers] depth of each layer relative to the true focus
+
+    def image_at(self, optics: Optics, plane_um: float) -> np.ndarray:
+        return image_at(self.texture, self.masks, self.depths_um, optics, plane_um)
+
+
+def layer_depths_um(sample: Sample) -> np.ndarray:
+    """The layers span [-t/2, t/2] around the section's middle (the true focus)."""
+    return np.linspace(-0.5, 0.5, sample.layers) * sample.thickness_um if sample.layers > 1 else np.zeros(1)
+
+
+def draw_specimen(texture: np.ndarray, sample: Sample, rng: np.random.Generator) -> Specimen:
+    """Draws the layer masks (the only random part of a section)."""
+    return Specimen(texture, _layer_masks(texture.shape[:2], sample, rng), layer_depths_um(sample))
+
+
+def render_stack(specimen: Specimen, optics: Optics, sample: Sample, planes_um, rng: np.random.Generator,
+                 with_truth: bool = True) -> PlaneStack:
+    """Shots at each of `planes_um` (sensor noise drawn plane by plane, in order) and, with
+    `with_truth`, the noise-free image at focus (plane 0)."""
+    truth = specimen.image_at(optics, 0.0) if with_truth else None
+    planes = np.stack([add_sensor_noise(specimen.image_at(optics, float(p)), sample, rng) for p in planes_um])
+    return PlaneStack(planes, np.asarray(planes_um, dtype=np.float64), truth, 0.0)
+
+
+def stack_pair(stack: Stack, a: int, b: int, dd_um: float, focus_offset_um: float,
+               window: tuple[slice, slice] | None = None) -> SimulatedPair:
+    """The pair of planes `a` and `b` of a stack (simulated or real), optionally a window of them:
+    ordered by Brenner gradient (y1 = the sharper; a on a tie), float32 in [0, 1], with the
+    defocus of each shot (its plane minus the true focus)."""
+    win = window or (slice(None), slice(None))
+    shots = (stack.planes[a][win], stack.planes[b][win])
+    first, second = (a, b) if sharpness(shots[0]) >= sharpness(shots[1]) else (b, a)
+    f32 = lambda x: np.clip(x, 0, 1).astype(np.float32)  # noqa: E731
+    focus = stack.focus_z_um
+    return SimulatedPair(f32(stack.planes[first][win]), f32(stack.planes[second][win]), f32(stack.truth[win]),
+                         float(dd_um), float(focus_offset_um), float(stack.z_um[first] - focus),
+                         float(stack.z_um[second] - focus))
+
+
 def simulate_pair(texture: np.ndarray, optics: Optics, sample: Sample, dd_um: float,
                   rng: np.random.Generator, focus_offset_um: float | None = None) -> SimulatedPair:
-    """Two shots at -dD - n and +dD - n around the tile's true focus, ordered by Brenner gradient."""
+    """Two shots at -dD - n and +dD - n around the tile's true focus, ordered by Brenner gradient:
+    a two-plane stack and its pair. Draws n (unless given), the layers, then each shot's noise."""
     texture = np.asarray(texture, dtype=np.float64)
     n = rng.normal(0.0, optics.focus_sigma_um) if focus_offset_um is None else float(focus_offset_um)
-    masks = _layer_masks(texture.shape[:2], sample, rng)
-    depths = (np.linspace(-0.5, 0.5, sample.layers) * sample.thickness_um if sample.layers > 1
-              else np.zeros(1))
-    truth = image_at(texture, masks, depths, optics, 0.0)
-    planes = (-dd_um - n, dd_um - n)
-    shots = [add_sensor_noise(image_at(texture, masks, depths, optics, p), sample, rng) for p in planes]
-    order = (0, 1) if sharpness(shots[0]) >= sharpness(shots[1]) else (1, 0)
-    f32 = lambda a: np.clip(a, 0, 1).astype(np.float32)  # noqa: E731
-    return SimulatedPair(f32(shots[order[0]]), f32(shots[order[1]]), f32(truth), float(dd_um), float(n),
-                         float(planes[order[0]]), float(planes[order[1]]))
+    specimen = draw_specimen(texture, sample, rng)
+    stack = render_stack(specimen, optics, sample, (-dd_um - n, dd_um - n), rng)
+    return stack_pair(stack, 0, 1, dd_um, n)

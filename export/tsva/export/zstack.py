@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TsvaExportError
-from .optics import sharpness
+from .optics import draw_specimen, render_stack, sharpness, stack_pair
 from .textures import unit_float
 
 STACK_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
@@ -40,6 +40,14 @@ class ZStack:
     z_um: np.ndarray     # float64 [Z], increasing, even steps
     focus_index: int     # the ground-truth plane
     focus_named: bool    # named by the file (True) or found by Brenner gradient (False)
+
+    @property
+    def truth(self) -> np.ndarray:
+        return self.planes[self.focus_index]
+
+    @property
+    def focus_z_um(self) -> float:
+        return float(self.z_um[self.focus_index])
 
     @property
     def step_um(self) -> float:
@@ -247,18 +255,15 @@ def build_stack_pool(stacks: list[ZStack], dd_values, pairs: int, patch: int, si
     for i in range(pairs):
         s = stacks[i % len(stacks)]
         d = dd_values[(i // len(stacks)) % len(dd_values)]
-        a, b, _ = s.shots_for(d, sigma_um, rng)
+        a, b, n = s.shots_for(d, sigma_um, rng)
         h, w = s.planes.shape[1:3]
         y, x = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
-        win = (slice(y, y + patch), slice(x, x + patch))
-        shots = [s.planes[a][win], s.planes[b][win]]
-        order = (0, 1) if sharpness(shots[0]) >= sharpness(shots[1]) else (1, 0)
-        planes = (a, b)
-        y1[i] = np.round(shots[order[0]].transpose(2, 0, 1) * 255)
-        y2[i] = np.round(shots[order[1]].transpose(2, 0, 1) * 255)
-        truth[i] = s.planes[s.focus_index][win].transpose(2, 0, 1)
+        pair = stack_pair(s, a, b, d, n, (slice(y, y + patch), slice(x, x + patch)))
+        y1[i] = np.round(pair.y1.transpose(2, 0, 1) * 255)
+        y2[i] = np.round(pair.y2.transpose(2, 0, 1) * 255)
+        truth[i] = pair.truth.transpose(2, 0, 1)
         dd[i] = d
-        y1_defocus[i] = s.z_um[planes[order[0]]] - s.z_um[s.focus_index]
+        y1_defocus[i] = pair.y1_defocus_um
     simulation = {"zstacks": source or ",".join(str(s.path) for s in stacks[:3]), "stacks": len(stacks),
                   "focus_sigma_um": sigma_um}
     return PairPool(y1, y2, truth, dd, y1_defocus, simulation, np.full(pairs, np.nan, np.float32))
@@ -268,12 +273,9 @@ def simulate_stack(texture: np.ndarray, optics, sample, rng: np.random.Generator
                    half_range_um: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Planes [Z, H, W, 3] at z = z0 + k step through the section (sensor noise on every plane),
     their z (stage coordinates, um) and the true focus z. The true focus lies on a plane."""
-    from .optics import _layer_masks, add_sensor_noise, image_at
-    masks = _layer_masks(texture.shape[:2], sample, rng)
-    depths = (np.linspace(-0.5, 0.5, sample.layers) * sample.thickness_um if sample.layers > 1 else np.zeros(1))
+    specimen = draw_specimen(texture, sample, rng)
     k = int(math.ceil(half_range_um / step_um - 1e-9))
     offsets = np.arange(-k, k + 1) * step_um
     z0 = float(np.round(rng.uniform(5, 50) / step_um) * step_um)  # the stage's own zero is arbitrary
-    planes = np.stack([add_sensor_noise(image_at(texture, masks, depths, optics, float(o)), sample, rng)
-                       for o in offsets]).astype(np.float32)
+    planes = render_stack(specimen, optics, sample, offsets, rng, with_truth=False).planes.astype(np.float32)
     return planes, z0 + offsets, z0
