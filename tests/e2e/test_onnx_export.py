@@ -9,7 +9,7 @@ import pytest
 import torch
 from tsva.export.checkpoint import save_checkpoint
 from tsva.export.network import NetworkConfig, build_network
-from tsva.export.onnx_export import read_metadata
+from tsva.common.metadata import read_onnx_props
 from tsva.export.optics import Optics
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -40,7 +40,7 @@ def test_export_command_end_to_end(tmp_path):
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "parity ONNX Runtime vs PyTorch: max abs diff" in done.stdout
-    meta = read_metadata(tmp_path / "out.onnx")
+    meta = read_onnx_props(tmp_path / "out.onnx")
     assert meta["evaluation_summary"] == "TSVA 40 dB everywhere (test)"
     assert meta["training_command"] == "tsva train --tiny" and meta["model_version"] == "7"
     assert (tmp_path / "out_fp16.onnx").is_file()

@@ -17,7 +17,8 @@ from tsva.common.images import decode_image, encode_image
 from tsva.export.dataset import PairPool
 from tsva.export.metadata import model_metadata
 from tsva.export.network import NetworkConfig, build_network
-from tsva.export.onnx_export import export_onnx, read_metadata
+from tsva.export.onnx_export import export_onnx
+from tsva.common.metadata import read_onnx_props
 from tsva.export.optics import Optics, Sample
 from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
@@ -66,7 +67,7 @@ def test_quantize_command_end_to_end_and_served_by_the_gateway(tmp_path):
                           capture_output=True, text=True, timeout=180, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "int8 vs float32 on the calibration pairs: max abs diff" in done.stdout
-    assert read_metadata(tmp_path / "int8.onnx")["precision"] == "int8"
+    assert read_onnx_props(tmp_path / "int8.onnx")["precision"] == "int8"
     rng = np.random.default_rng(2)
     shot = rng.integers(0, 256, (100, 130, 3), dtype=np.uint8)
     with start_gateway(tmp_path / "int8.onnx", patch_size=64, patch_overlap=16) as gw, gw.channel() as channel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tsva.common.metadata import ModelMetadata, OpticsMetadata
 
 
 def _contract_io(channels: int | None = 3):
@@ -31,12 +32,13 @@ def _save(graph, path: Path, metadata: dict[str, str] | None) -> Path:
     return path
 
 
-TINY_METADATA = {
-    "model_name": "tiny", "model_version": "7",
-    "optics.numerical_aperture": "0.75", "optics.refractive_index": "1",
-    "optics.pixel_size_um": "0.25", "optics.wavelengths_um": "0.61,0.53,0.47",
-    "optics.defocus_um": "0.5,1,1.5", "optics.focus_sigma_um": "1", "note": "test model",
-}
+# The metadata_props of the tiny test model: its optics and one key the product does not know.
+TINY_METADATA = ModelMetadata(
+    model_name="tiny", model_version="7",
+    optics=OpticsMetadata(numerical_aperture=0.75, refractive_index=1.0, pixel_size_um=0.25,
+                          wavelengths_um=(0.61, 0.53, 0.47), defocus_um=(0.5, 1.0, 1.5), focus_sigma_um=1.0),
+    extra={"note": "test model"},
+).to_props()
 
 
 def make_tiny_onnx(path, *, w1: float = 0.75, w2: float = 0.25, bias: float = 0.0,

@@ -9,7 +9,8 @@ import torch
 from tsva.export.distribution import SectionDistribution
 from tsva.export.metadata import model_metadata
 from tsva.export.network import NetworkConfig, build_network, load_compatible_weights
-from tsva.export.onnx_export import export_onnx, read_metadata
+from tsva.export.onnx_export import export_onnx
+from tsva.common.metadata import read_onnx_props
 from tsva.export.onnx_weights import import_onnx_weights
 from tsva.export.optics import Optics, Sample
 
@@ -32,7 +33,7 @@ def test_metadata_carries_the_distribution_and_the_condition(tmp_path):
     meta = model_metadata(net.config, Optics(), patch_size=96, training_data="t", training_command="c",
                           evaluation_summary="e", sample=Sample(), distribution=SectionDistribution())
     export_onnx(net, tmp_path / "m.onnx", meta)
-    read = read_metadata(tmp_path / "m.onnx")
+    read = read_onnx_props(tmp_path / "m.onnx")
     assert read["condition"] == "defocus" and read["distribution.thickness_um"] == "0.5,5"
     assert read["distribution.thin_fraction"] == "0.25" and "single thin plane" in read["sample.distribution"]
     assert "sample.thickness_um" not in read  # no single section to claim

@@ -8,7 +8,8 @@ import pytest
 import torch
 from tsva.export.metadata import model_metadata
 from tsva.export.network import NetworkConfig, build_network
-from tsva.export.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx, onnx_session, read_metadata
+from tsva.export.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx, onnx_session
+from tsva.common.metadata import read_onnx_props
 from tsva.export.optics import Optics, Sample
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -60,7 +61,7 @@ def test_export_follows_the_contract_and_matches_pytorch(tmp_path, arch):
 
 def test_metadata_has_every_key_the_gateway_reads(tmp_path):
     net = _trained_looking()
-    meta = read_metadata(export_onnx(net, tmp_path / "m.onnx", _metadata(net)))
+    meta = read_onnx_props(export_onnx(net, tmp_path / "m.onnx", _metadata(net)))
     assert REQUIRED_KEYS <= set(meta)
     assert meta["model_name"] == "tsva"
     assert meta["optics.wavelengths_um"] == "0.61,0.53,0.47"

@@ -15,7 +15,8 @@ from skimage.filters import gaussian
 from tsva.export.dataset import PairPool
 from tsva.export.metadata import model_metadata
 from tsva.export.network import NetworkConfig, build_network
-from tsva.export.onnx_export import export_onnx, onnx_session, read_metadata
+from tsva.export.onnx_export import export_onnx, onnx_session
+from tsva.common.metadata import read_onnx_props
 from tsva.export.optics import Optics, Sample
 from tsva.export.quantize import file_sha256, float_tail, max_abs_difference, quantize_model
 
@@ -101,7 +102,7 @@ def test_float_tail_names_the_head_conv():
 
 def test_metadata_is_carried_and_says_int8(quantized):
     source, int8, added = quantized
-    before, after = read_metadata(source), read_metadata(int8)
+    before, after = read_onnx_props(source), read_onnx_props(int8)
     assert {k: after[k] for k in before} == before  # every key of the float model, unchanged
     assert after["precision"] == "int8" and added["precision"] == "int8"
     assert "per channel" in after["quantization"] and "8 simulated 64px pairs of test pool" in after["quantization"]

@@ -11,6 +11,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import color, filters, measure, morphology, restoration
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from tsva.common.contract import INPUT_DD, INPUT_Y1, INPUT_Y2, OUTPUT_X
 
 from .dataset import PairPool, build_pool
 from .errors import CheckpointError
@@ -29,15 +30,17 @@ class Predictor:
     def __init__(self, path: str | Path, threads: int = 1, expect_arch: str | None = None):
         self.path = Path(path)
         if self.path.suffix == ".onnx":
-            from .onnx_export import onnx_session, read_metadata
+            from tsva.common.metadata import read_onnx_metadata
+
+            from .onnx_export import onnx_session
             if not self.path.is_file():
                 raise CheckpointError(f"model {self.path}: no such file")
-            arch = read_metadata(self.path).get("architecture")
+            arch = read_onnx_metadata(self.path).architecture
             if expect_arch and arch and arch != expect_arch:
                 raise CheckpointError(f"model {self.path}: holds a {arch!r} network, expected {expect_arch!r}")
             self._session = onnx_session(self.path, threads)
             self._net = None
-            self.conditioned = any(i.name == "dd" for i in self._session.get_inputs())
+            self.conditioned = any(i.name == INPUT_DD for i in self._session.get_inputs())
         else:
             import torch
 
@@ -52,7 +55,8 @@ class Predictor:
         if self.conditioned and dd is None:
             raise CheckpointError(f"model {self.path}: conditioned on the defocus, but no dD was given")
         if self._net is None:
-            return self._session.run(["x"], {"y1": y1, "y2": y2, **({"dd": dd} if dd is not None else {})})[0]
+            feeds = {INPUT_Y1: y1, INPUT_Y2: y2, **({INPUT_DD: dd} if dd is not None else {})}
+            return self._session.run([OUTPUT_X], feeds)[0]
         import torch
         with torch.no_grad():
             return self._net(torch.from_numpy(y1), torch.from_numpy(y2),

@@ -9,17 +9,20 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import onnx
 import torch
+from tsva.common.contract import INPUT_DD, INPUT_Y1, INPUT_Y2, OUTPUT_X
+from tsva.common.metadata import ModelMetadata
 
 from .network import Clamped
 
 OPSET = 17
-INPUTS = ("y1", "y2")
-DEFOCUS_INPUT = "dd"
-OUTPUT = "x"
+INPUTS = (INPUT_Y1, INPUT_Y2)
+DEFOCUS_INPUT = INPUT_DD
+OUTPUT = OUTPUT_X
 PARITY_TOLERANCE = 1e-4
 
 
@@ -34,9 +37,9 @@ class _Fp16Inside(torch.nn.Module):
         return self.net(y1.half(), y2.half(), None if dd is None else dd.half()).float()
 
 
-def export_onnx(net: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None,
+def export_onnx(net: torch.nn.Module, path: str | Path, metadata: ModelMetadata | Mapping[str, str] | None = None,
                 fp16: bool = False, sample_size: int = 64) -> Path:
-    """Write `net` (called as net(y1, y2)) as ONNX with clamped output and string metadata."""
+    """Write `net` (called as net(y1, y2)) as ONNX with clamped output and the model's metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = Clamped(net).eval()
@@ -77,18 +80,16 @@ def _keep_both_inputs(proto: onnx.ModelProto) -> None:
     proto.graph.input.extend(ordered)
 
 
-def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+def set_metadata(proto: onnx.ModelProto, metadata: ModelMetadata | Mapping[str, str]) -> None:
+    """Sets these metadata_props on `proto` (keys it already has are overwritten, others kept)."""
+    if isinstance(metadata, ModelMetadata):
+        metadata = metadata.to_props()
     existing = {p.key: p for p in proto.metadata_props}
     for key, value in metadata.items():
         if key in existing:
             existing[key].value = str(value)
         else:
             proto.metadata_props.add(key=key, value=str(value))
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
 
 
 def onnx_session(path: str | Path, threads: int = 1):
@@ -114,7 +115,7 @@ def check_parity(net: torch.nn.Module, path: str | Path, sizes=((1, 64, 64), (2,
         with torch.no_grad():
             expected = model(torch.from_numpy(y1), torch.from_numpy(y2),
                              None if dd is None else torch.from_numpy(dd)).numpy()
-        feeds = {"y1": y1, "y2": y2, **({DEFOCUS_INPUT: dd} if conditioned else {})}
+        feeds = {INPUTS[0]: y1, INPUTS[1]: y2, **({DEFOCUS_INPUT: dd} if conditioned else {})}
         got = session.run([OUTPUT], feeds)[0]
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst

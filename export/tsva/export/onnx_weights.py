@@ -16,16 +16,17 @@ import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
+from tsva.common.metadata import ModelMetadata
 
 from .errors import CheckpointError
 from .network import NetworkConfig, build_network
 
 
-def network_of(metadata: dict[str, str], path: Path) -> NetworkConfig:
+def network_of(metadata: ModelMetadata, path: Path) -> NetworkConfig:
     try:
-        return NetworkConfig(arch=metadata.get("architecture", "tsva"), base_width=int(metadata["base_width"]),
-                             depth=int(metadata["depth"]), condition=metadata.get("condition", "none"))
-    except (KeyError, ValueError) as exc:
+        return NetworkConfig(arch=metadata.architecture or "tsva", base_width=metadata.require("base_width"),
+                             depth=metadata.require("depth"), condition=metadata.condition or "none")
+    except ValueError as exc:  # MetadataError, or a NetworkConfig that refuses the values
         raise CheckpointError(f"model {path}: metadata does not describe the network ({exc})") from None
 
 
@@ -55,7 +56,8 @@ def _onnx_convs(proto: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarray | N
     return out
 
 
-def import_onnx_weights(path: str | Path, calibration: torch.Tensor | None = None) -> tuple[nn.Module, NetworkConfig, dict]:
+def import_onnx_weights(path: str | Path, calibration: torch.Tensor | None = None
+                        ) -> tuple[nn.Module, NetworkConfig, ModelMetadata]:
     """(network in train mode, its config, the model's metadata) from an exported float32 model.
     `calibration`: [N, 3, H, W] shots used to measure the batch-norm statistics (default: noise)."""
     path = Path(path)
@@ -65,7 +67,7 @@ def import_onnx_weights(path: str | Path, calibration: torch.Tensor | None = Non
         proto = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and others for a foreign file
         raise CheckpointError(f"model {path}: not a readable ONNX model ({exc.__class__.__name__})") from None
-    metadata = {p.key: p.value for p in proto.metadata_props}
+    metadata = ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
     network = network_of(metadata, path)
     net = build_network(network)
     modules, weights = _conv_order(net, network), _onnx_convs(proto)

@@ -21,14 +21,17 @@ with TensorRT on GPU, profiles sized for whole tiles, as the gateway sends them 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from tsva.common.contract import INPUT_Y1, INPUT_Y2, OUTPUT_X
+from tsva.common.metadata import ModelMetadata, PixelIOMetadata
 
-INPUTS = ("y1", "y2")
-OUTPUT = "x"
+INPUTS = (INPUT_Y1, INPUT_Y2)
+OUTPUT = OUTPUT_X
 CHANNELS = 3
 SIZE_MULTIPLE = 16  # the network's total stride: the graph pads to it (mirror) and crops back
 IO_TYPES = {"uint8": TensorProto.UINT8, "uint16": TensorProto.UINT16}
@@ -126,13 +129,12 @@ def wrap_pixel_io(model: onnx.ModelProto, io: str) -> onnx.ModelProto:
     graph.input.extend(new_inputs + others)
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(OUTPUT, elem, shape))
-    metadata = {p.key: p for p in model.metadata_props}
-    for key, value in (("io.contract", f"{io}-nhwc"), ("io.size_multiple", "1"),
-                       ("io.min_size", str(SIZE_MULTIPLE))):
-        if key in metadata:
-            metadata[key].value = value
-        else:
-            model.metadata_props.add(key=key, value=value)
+    # The gateway sends whole tiles as they are (the graph pads them); only smaller ones are padded.
+    metadata = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+    metadata = replace(metadata, io=PixelIOMetadata(contract=f"{io}-nhwc", size_multiple=1, min_size=SIZE_MULTIPLE))
+    del model.metadata_props[:]
+    for key, value in metadata.to_props().items():
+        model.metadata_props.add(key=key, value=value)
     if not any(o.domain in ("", "ai.onnx") and o.version >= 13 for o in model.opset_import):
         raise PixelIOError("the model's opset is below 13 (Clip with bounds as inputs, Round)")
     onnx.checker.check_model(model)

@@ -19,14 +19,19 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
+from tsva.common.contract import INPUT_Y1, INPUT_Y2, OUTPUT_X
+from tsva.common.metadata import ModelMetadata
 
 from .dataset import PairPool
 from .errors import TsvaExportError
-from .onnx_export import INPUTS, set_metadata
+from .onnx_export import set_metadata
+
+INPUTS = (INPUT_Y1, INPUT_Y2)
 
 # Op types of the float tail (see the module docstring); the head conv is found as the Conv feeding it.
 FLOAT_TAIL_OPS = ("Add", "Clip")
@@ -95,9 +100,9 @@ def quantize_model(source: str | Path, output: str | Path, pool: PairPool, *, ba
         float_model = onnx.load(str(source))
     except Exception as exc:  # onnx raises DecodeError, OSError, ...
         raise TsvaExportError(f"{source}: not a readable ONNX model ({exc})") from None
-    metadata = {p.key: p.value for p in float_model.metadata_props}
-    if metadata.get("precision", "float32") != "float32":
-        raise TsvaExportError(f"{source}: already {metadata['precision']}; quantise the float32 model")
+    metadata = ModelMetadata.from_props({p.key: p.value for p in float_model.metadata_props})
+    if (metadata.precision or "float32") != "float32":
+        raise TsvaExportError(f"{source}: already {metadata.precision}; quantise the float32 model")
     names = {i.name for i in float_model.graph.input}
     if not set(INPUTS) <= names:
         raise TsvaExportError(f"{source}: inputs {sorted(names)}; quantisation needs the float32 contract "
@@ -125,17 +130,18 @@ def quantize_model(source: str | Path, output: str | Path, pool: PairPool, *, ba
                               "entropy": CalibrationMethod.Entropy}[method])
         quantized = onnx.load(str(Path(tmp) / "quantized.onnx"))
     _unquantized_tail_inputs(quantized)
-    added = {
-        "precision": "int8",
-        "quantization": (f"ONNX Runtime static QDQ: int8 weights ({'per channel' if per_channel else 'per tensor'}"
-                         f"{', 7-bit range' if reduce_range else ''}), uint8 activations, {method} ranges from "
-                         f"{len(pool)} simulated {pool.y1.shape[-1]}px pairs{' of ' + calibration if calibration else ''}"
-                         f"; float32: {', '.join(FLOAT_TAIL_OPS)} tail and head conv"),
-        "quantization.source_sha256": file_sha256(source),
-    }
+    quantized_metadata = replace(
+        metadata, precision="int8",
+        quantization=(f"ONNX Runtime static QDQ: int8 weights ({'per channel' if per_channel else 'per tensor'}"
+                      f"{', 7-bit range' if reduce_range else ''}), uint8 activations, {method} ranges from "
+                      f"{len(pool)} simulated {pool.y1.shape[-1]}px pairs{' of ' + calibration if calibration else ''}"
+                      f"; float32: {', '.join(FLOAT_TAIL_OPS)} tail and head conv"),
+        quantization_source_sha256=file_sha256(source))
     # The pre-processing and quantiser add their own bookkeeping keys; the model's keys are kept.
     del quantized.metadata_props[:]
-    set_metadata(quantized, {**metadata, **added})
+    set_metadata(quantized, quantized_metadata)
+    props = quantized_metadata.to_props()
+    added = {key: props[key] for key in ("precision", "quantization", "quantization.source_sha256")}
     quantized.producer_name = float_model.producer_name or quantized.producer_name
     onnx.checker.check_model(quantized)
     onnx.save(quantized, str(output))
@@ -151,7 +157,7 @@ def max_abs_difference(float_path: str | Path, int8_path: str | Path, pool: Pair
     a, b = onnx_session(float_path, threads), onnx_session(int8_path, threads)
     worst, squared, count = 0.0, 0.0, 0
     for feed in pool_batches(pool, batch):
-        x, q = a.run(["x"], feed)[0], b.run(["x"], feed)[0]
+        x, q = a.run([OUTPUT_X], feed)[0], b.run([OUTPUT_X], feed)[0]
         worst = max(worst, float(np.abs(x - q).max()))
         squared += float(((x.astype(np.float64) - q) ** 2).sum())
         count += x.size

@@ -21,12 +21,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tsva.common.contract import INPUT_Y1, INPUT_Y2, OUTPUT_X
+
 from .errors import TsvaExportError
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
 TRTEXEC_IN_CONTAINER = "/usr/src/tensorrt/bin/trtexec"
-INPUTS = ("y1", "y2")
-OUTPUT = "x"
+INPUTS = (INPUT_Y1, INPUT_Y2)
+OUTPUT = OUTPUT_X
 CHANNELS = 3
 
 

@@ -173,7 +173,8 @@ def _init_weights(net: torch.nn.Module, cfg: TrainConfig, network: NetworkConfig
             raise CheckpointError(f"--init-from {cfg.init_from}: network {have.to_dict()} differs from the requested {want}")
         load_compatible_weights(net, source.state_dict())
         log(f"starting from the weights of {cfg.init_from} (exported model)")
-        return f"{meta.get('training_command', '?')}, exported to {cfg.init_from}, then "
+        earlier = meta.training_command if meta.training_command is not None else "?"
+        return f"{earlier}, exported to {cfg.init_from}, then "
     init = _checkpoint_of(cfg.init_from, "--init-from", network, conditioning_may_differ=True)
     load_compatible_weights(net, init["state_dict"])
     log(f"starting from the weights of {cfg.init_from} (step {init.get('step')})")

@@ -19,12 +19,13 @@ from grpc_reflection.v1alpha import reflection
 from tsva.server import memory, security
 from tsva.server.backends import create_backend
 from tsva.server.backends.base import Backend
-from tsva.server.backends.embedded import ModelLoadError, read_model_metadata
+from tsva.server.backends.embedded import ModelLoadError
 from tsva.server.batcher import MicroBatcher
 from tsva.server.config import Config
 from tsva.server.metrics import Metrics, serve_metrics
 from tsva.server.pipeline import Pipeline
 from tsva.server.service import VirtualAutofocusService, add_service
+from tsva.common.metadata import read_onnx_props
 from tsva.v1 import tsva_pb2 as pb
 
 log = logging.getLogger("tsva.server")
@@ -42,7 +43,7 @@ def model_metadata(config: Config, backend: Backend) -> dict[str, str]:
     metadata: dict[str, str] = {}
     if config.backend != "embedded" and Path(config.model_path).is_file():
         with contextlib.suppress(Exception):
-            metadata.update(read_model_metadata(config.model_path))
+            metadata.update(read_onnx_props(config.model_path))
     metadata.update(backend.model_info().metadata)
     return metadata
 

@@ -26,10 +26,11 @@ import functools
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from tsva.common.metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +69,21 @@ class FocusOptics:
         return RANGE_SIGMAS * self.focus_sigma_um
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str]) -> "FocusOptics | None":
-        """From the model's optics.* metadata; None when a key the estimate needs is missing."""
-        def floats(key):
-            try:
-                return tuple(float(v) for v in metadata.get(key, "").split(",") if v.strip())
-            except ValueError:
-                return ()
-        na, index, pixel = floats("optics.numerical_aperture"), floats("optics.refractive_index"), \
-            floats("optics.pixel_size_um")
-        waves, dd, sigma = floats("optics.wavelengths_um"), floats("optics.defocus_um"), \
-            floats("optics.focus_sigma_um")
-        if not (na and pixel and waves and na[0] > 0 and pixel[0] > 0 and all(w > 0 for w in waves)):
+    def from_metadata(cls, metadata: "ModelMetadata | Mapping[str, str]") -> "FocusOptics | None":
+        """From the model's optics.* (and sample.*) metadata; None when a key the estimate needs
+        is missing or unreadable."""
+        if not isinstance(metadata, ModelMetadata):
+            metadata = ModelMetadata.from_props(metadata)
+        optics, section = metadata.optics, metadata.section
+        na, pixel, waves = optics.numerical_aperture, optics.pixel_size_um, optics.wavelengths_um
+        if not (na and pixel and waves and na > 0 and pixel > 0 and all(w > 0 for w in waves)):
             return None
-        index = index[0] if index and index[0] > na[0] else max(1.0, na[0] + 1e-3)
-        thickness, layers = floats("sample.thickness_um"), floats("sample.layers")
-        return cls(na[0], index, pixel[0], waves, dd, sigma[0] if sigma else 0.0,
-                   thickness[0] if thickness and thickness[0] > 0 else 0.0,
-                   int(layers[0]) if layers and layers[0] >= 1 else 1)
+        index = optics.refractive_index
+        index = index if index is not None and index > na else max(1.0, na + 1e-3)
+        thickness, layers = section.thickness_um, section.layers
+        return cls(na, index, pixel, waves, optics.defocus_um or (), optics.focus_sigma_um or 0.0,
+                   thickness if thickness is not None and thickness > 0 else 0.0,
+                   layers if layers is not None and layers >= 1 else 1)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ import argparse
 import json
 
 from tsva.client.verbs import common
+from tsva.common.metadata import ModelMetadata
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,12 +42,14 @@ def describe(info, server: str, health: str) -> str:
         f"limits      tile up to {lim.max_tile_width}x{lim.max_tile_height}, batch {lim.max_batch_size} patches, "
         f"message {common.format_bytes(lim.max_message_bytes)}, {lim.max_concurrent_streams or 'unlimited'} streams",
     ]
-    meta = info.model_metadata or {}
-    if "sample.distribution" in meta:  # the per-pair training distribution of sections and sensors
-        lines.append(f"trained on  {meta['sample.distribution']}")
-    elif "sample.thickness_um" in meta:
-        lines.append(f"trained on  a {meta['sample.thickness_um']} um section in {meta.get('sample.layers', '?')} layers")
-    if meta.get("condition") == "defocus":
+    meta = ModelMetadata.from_props(info.model_metadata or {})
+    section = meta.section
+    if section.distribution is not None:  # the per-pair training distribution of sections and sensors
+        lines.append(f"trained on  {section.distribution}")
+    elif section.thickness_um is not None:
+        layers = "?" if section.layers is None else section.layers
+        lines.append(f"trained on  a {section.thickness_um:g} um section in {layers} layers")
+    if meta.conditioned:
         lines.append("condition   the pair's dD is an input of the network (from the request's defocus offsets)")
     if info.model_metadata:
         lines.append("metadata")

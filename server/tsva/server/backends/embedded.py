@@ -15,6 +15,7 @@ import numpy as np
 
 from tsva.server.backends.base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
 from tsva.common.contract import ContractError, contract_from_io
+from tsva.common.metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,6 @@ def choose_providers(requested: list[str] | None, available: list[str]) -> list[
         raise ModelLoadError(f"--providers: {', '.join(missing)} not available in this ONNX Runtime "
                              f"(available: {', '.join(available)})")
     return requested
-
-
-def read_model_metadata(model_path: str | Path) -> dict[str, str]:
-    """The ONNX file's metadata_props, without loading its weights into a session."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    return {prop.key: prop.value for prop in model.metadata_props}
 
 
 class EmbeddedBackend(Backend):
@@ -83,8 +76,10 @@ class EmbeddedBackend(Backend):
             raise ModelLoadError(str(exc)) from None
         self._session = session
         accelerated = session.get_providers()[0] in PREFERRED_PROVIDERS[:2]
-        self._info = ModelInfo(device="gpu" if accelerated else "cpu", name=metadata.get("model_name", self.model_path.stem),
-                               version=metadata.get("model_version", "1"),
+        typed = ModelMetadata.from_props(metadata)  # GetInfo shows the props as stored (`metadata`)
+        self._info = ModelInfo(device="gpu" if accelerated else "cpu",
+                               name=self.model_path.stem if typed.model_name is None else typed.model_name,
+                               version="1" if typed.model_version is None else typed.model_version,
                                max_batch_size=self.max_batch_size, metadata=metadata, contract=contract)
         log.info("embedded backend: %s (%s) on %s", self.model_path, contract.name,
                  ", ".join(session.get_providers()))
