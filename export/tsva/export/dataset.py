@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +24,34 @@ def margin_px(optics: Optics, sample: Sample, distribution: SectionDistribution 
     return max(psf_radius_px(optics, worst, lam) for lam in optics.wavelengths_um)
 
 
+# The pool file (.npz): one array per pair field below, `simulation` (JSON text) and `format_version`.
+# Version 1 is the layout since pools were first saved; a file without `format_version` is version 1.
+FORMAT_VERSION = 1
+READABLE_VERSIONS = (1,)
+
+
+class PoolFormatError(TsvaExportError, ValueError):
+    """A pool file this version cannot read: names the file and the field."""
+
+
+def _pairs(doc: str, required: bool = False):
+    """A per-pair array of the pool: required, or optional (None in memory, NaN-filled in the file)."""
+    return field(default=None if not required else MISSING, metadata={"pairs": doc, "required": required})
+
+
 @dataclass
 class PairPool:
-    y1: np.ndarray     # uint8 [N, 3, P, P] (the camera's 8 bits)
-    y2: np.ndarray     # uint8 [N, 3, P, P]
-    truth: np.ndarray  # float16 [N, 3, P, P] (noise-free)
-    dd_um: np.ndarray  # float32 [N]
-    y1_defocus_um: np.ndarray | None = None  # float32 [N]: focal plane of y1 minus true focus
-    simulation: dict | None = None           # {"optics": ..., "sample": ..., "distribution": ...}
-    thickness_um: np.ndarray | None = None   # float32 [N]: each pair's section thickness (nan: unknown)
+    y1: np.ndarray = _pairs("uint8 [N, 3, P, P]: the sharper shot (the camera's 8 bits)", required=True)
+    y2: np.ndarray = _pairs("uint8 [N, 3, P, P]: the other shot", required=True)
+    truth: np.ndarray = _pairs("float16 [N, 3, P, P]: the in-focus image (noise-free when simulated)", required=True)
+    dd_um: np.ndarray = _pairs("float32 [N]: dD of the pair", required=True)
+    y1_defocus_um: np.ndarray | None = _pairs("float32 [N]: focal plane of y1 minus true focus")
+    simulation: dict | None = None           # {"optics": ..., "sample": ..., "distribution": ...} or {"zstacks": ...}
+    thickness_um: np.ndarray | None = _pairs("float32 [N]: each pair's section thickness (nan: unknown)")
+
+    @classmethod
+    def pair_fields(cls) -> list[Field]:
+        return [f for f in fields(cls) if "pairs" in f.metadata]
 
     def __len__(self) -> int:
         return len(self.dd_um)
@@ -41,18 +60,28 @@ class PairPool:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, y1=self.y1, y2=self.y2, truth=self.truth, dd_um=self.dd_um,
-                 y1_defocus_um=self.y1_defocus_um if self.y1_defocus_um is not None else np.full_like(self.dd_um, np.nan),
-                 simulation=np.array(json.dumps(self.simulation or {})),
-                 thickness_um=self.thickness_um if self.thickness_um is not None else np.full_like(self.dd_um, np.nan))
+        arrays = {f.name: getattr(self, f.name) if getattr(self, f.name) is not None
+                  else np.full_like(self.dd_um, np.nan) for f in self.pair_fields()}
+        np.savez(tmp, **arrays, simulation=np.array(json.dumps(self.simulation or {})),
+                 format_version=np.array(FORMAT_VERSION))
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "PairPool":
         with np.load(path) as z:
+            version = pool_format_version(z, path)
+            if version not in READABLE_VERSIONS:
+                raise PoolFormatError(f"pool {path}: field format_version: version {version} is not one this "
+                                      f"tsva reads ({', '.join(map(str, READABLE_VERSIONS))}); simulate the pool "
+                                      "again or use the tsva that wrote it")
+            values = {}
+            for f in cls.pair_fields():
+                if f.name in z:
+                    values[f.name] = z[f.name]
+                elif f.metadata["required"]:
+                    raise PoolFormatError(f"pool {path}: field {f.name}: missing ({f.metadata['pairs']})")
             simulation = json.loads(str(z["simulation"])) if "simulation" in z else None
-            return cls(z["y1"], z["y2"], z["truth"], z["dd_um"], z["y1_defocus_um"] if "y1_defocus_um" in z else None,
-                       simulation or None, z["thickness_um"] if "thickness_um" in z else None)
+            return cls(**values, simulation=simulation or None)
 
     def check_simulated_with(self, optics: Optics, sample: Sample, name: str,
                              distribution: SectionDistribution | None = None) -> None:
@@ -85,16 +114,15 @@ class PairPool:
         recorded = [p.simulation for p in pools if p.simulation is not None]
         if any(r != recorded[0] for r in recorded):
             raise TsvaExportError("cannot concatenate pools simulated with different optics or sections")
-        cat = lambda name: np.concatenate([getattr(p, name) for p in pools])  # noqa: E731
-        defocus = None if any(p.y1_defocus_um is None for p in pools) else cat("y1_defocus_um")
-        thickness = None if any(p.thickness_um is None for p in pools) else cat("thickness_um")
-        return cls(cat("y1"), cat("y2"), cat("truth"), cat("dd_um"), defocus, recorded[0] if recorded else None,
-                   thickness)
+        values = {}
+        for f in cls.pair_fields():
+            parts = [getattr(p, f.name) for p in pools]
+            values[f.name] = None if any(a is None for a in parts) else np.concatenate(parts)
+        return cls(**values, simulation=recorded[0] if recorded else None)
 
     def subset(self, index) -> "PairPool":
-        pick = lambda a: None if a is None else a[index]  # noqa: E731
-        return PairPool(self.y1[index], self.y2[index], self.truth[index], self.dd_um[index],
-                        pick(self.y1_defocus_um), self.simulation, pick(self.thickness_um))
+        return PairPool(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                           for f in self.pair_fields()}, simulation=self.simulation)
 
     def dd(self, index) -> torch.Tensor:
         """dD of the pairs as a [N, 1] float32 tensor (the conditioned network's third input)."""
@@ -104,6 +132,16 @@ class PairPool:
         y1 = torch.from_numpy(self.y1[index].astype(np.float32) / 255.0)
         y2 = torch.from_numpy(self.y2[index].astype(np.float32) / 255.0)
         return y1, y2, torch.from_numpy(self.truth[index].astype(np.float32))
+
+
+def pool_format_version(npz, path) -> int:
+    """The file's format version (1 when it has none: pools saved before versions were written)."""
+    if "format_version" not in npz:
+        return 1
+    value = npz["format_version"]
+    if value.shape != () or value.dtype.kind not in "iu":
+        raise PoolFormatError(f"pool {path}: field format_version: expected an integer, got {value!r}")
+    return int(value)
 
 
 def build_pool(textures: list[Texture], optics: Optics, sample: Sample, pairs: int, patch: int,
