@@ -7,14 +7,15 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
-import tsva.server
+from tsva.common import model_repository
 from tsva.common.limits import DEFAULT_MAX_MESSAGE_BYTES  # noqa: F401 (shared with the client; importable from here)
 
-# server/tsva/server/__init__.py -> the repository root of the editable install.
-REPOSITORY_ROOT = Path(tsva.server.__file__).resolve().parents[3]
-DEFAULT_MODEL_PATH = REPOSITORY_ROOT / "model_repository" / "tsva" / "1" / "model.onnx"
+# The packaged model repository (tsva.common.model_repository: the checkout's model_repository/, else
+# /opt/tsva/model_repository) and the model served from it without --model-path: the shipped model's
+# newest version. from_namespace applies --model-repository / TSVA_MODEL_REPOSITORY.
+DEFAULT_MODEL_REPOSITORY = model_repository.packaged_default()
+DEFAULT_MODEL_PATH = model_repository.latest_model(DEFAULT_MODEL_REPOSITORY)
 
 
 # The patch side of the CPU plan: measured fastest for the shipped network on CPU (larger patches and
@@ -57,8 +58,12 @@ class Config:
     metrics_host: str = _option("--metrics-host", str, "0.0.0.0", "address of the Prometheus endpoint")
     metrics_port: int = _option("--metrics-port", int, 9464, "Prometheus /metrics HTTP port (0: off)")
     backend: str = _option("--backend", str, "embedded", "inference backend", ("embedded", "triton"))
+    model_repository: str = _option(model_repository.FLAG, str, str(DEFAULT_MODEL_REPOSITORY),
+                                    "model repository (Triton's layout NAME/VERSION/model.onnx) whose newest "
+                                    f"{model_repository.SHIPPED_MODEL_NAME} version is served without --model-path")
     model_path: str = _option("--model-path", str, str(DEFAULT_MODEL_PATH), "ONNX model (embedded backend; "
-                              "its metadata is read for GetInfo with the triton backend too when present)")
+                              "its metadata is read for GetInfo with the triton backend too when present; "
+                              "default: the newest version in --model-repository)")
     model_name: str = _option("--model-name", str, "tsva", "model name (in Triton's repository)")
     triton_urls: str = _option("--triton-urls", str, "localhost:8001",
                                "Triton gRPC endpoints, comma-separated (triton backend)",
@@ -191,6 +196,8 @@ def from_namespace(args: argparse.Namespace) -> Config:
             if opt.choices and value not in opt.choices:
                 raise ConfigError(f"{opt.env}: {value!r}, expected one of {', '.join(opt.choices)}")
         values[f.name] = f.default if value is None else value
+    if args.model_path is None and "TSVA_MODEL_PATH" not in os.environ:  # follows the repository
+        values["model_path"] = str(model_repository.latest_model(values["model_repository"]))
     return Config(**values).validate()
 
 
