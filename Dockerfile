@@ -37,7 +37,7 @@ COPY model_repository/ /opt/tsva/model_repository/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    TSVA_MODEL_PATH=/opt/tsva/model_repository/tsva/1/model.onnx \
+    TSVA_MODEL_REPOSITORY=/opt/tsva/model_repository \
     TSVA_HEALTHCHECK_SERVER=localhost:50051
 USER 10001:10001
 # gRPC API, Prometheus metrics (/metrics)

@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from tsva.client import healthcheck
+from tsva.common import model_repository
 from tsva.server import config as gateway_config
 
 from tests.support.paths import REPO_ROOT
@@ -108,11 +109,13 @@ def test_ports_env_and_model_agree_with_the_gateway():
     known |= {healthcheck.ENV_PREFIX + a.dest.upper() for a in healthcheck.build_parser()._actions}
     tsva_env = {k for k in env if k.startswith("TSVA_")}
     assert tsva_env <= known, tsva_env - known
-    # TSVA_MODEL_PATH points into the copied model repository, at the file the repository ships.
+    # TSVA_MODEL_REPOSITORY is the copied model repository; the model the gateway serves from it
+    # by default is the file the repository ships.
     source, destination = next(a.split() for a in _instructions(STAGES[-1], "COPY") if a.startswith("model_repository"))
-    relative = Path(env["TSVA_MODEL_PATH"]).relative_to(destination.rstrip("/"))
-    assert (REPO_ROOT / source / relative).is_file()
-    assert (REPO_ROOT / source / relative).resolve() == Path(gateway_config.DEFAULT_MODEL_PATH).resolve()
+    relative = Path(env["TSVA_MODEL_REPOSITORY"]).relative_to(destination.rstrip("/"))
+    served = model_repository.latest_model(REPO_ROOT / source / relative)
+    assert served.is_file()
+    assert served.resolve() == Path(gateway_config.DEFAULT_MODEL_PATH).resolve()
 
 
 def test_healthcheck_uses_grpc_health():

@@ -1,9 +1,17 @@
-"""Where the repository keeps the shipped model and the evaluation documents."""
+"""Where the training side keeps the shipped model, the evaluation documents and its scratch
+folders (runs/, build/).
+
+The model repository is the one setting of tsva.common.model_repository (--model-repository,
+TSVA_MODEL_REPOSITORY, else the packaged default). The other folders belong to the checkout the
+distributions were installed from (PEP 610), else to the working directory.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-# export/tsva/export/paths.py -> repository root (editable install, the repository's layout).
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SHIPPED_MODEL = REPO_ROOT / "model_repository" / "tsva" / "1" / "model.onnx"
+from tsva.common import model_repository
+
+REPO_ROOT = model_repository.source_tree() or Path.cwd()
+MODEL_REPOSITORY = model_repository.resolve()
+SHIPPED_MODEL = model_repository.latest_model(MODEL_REPOSITORY)  # the newest version of the shipped model
 DOCS_DIR = REPO_ROOT / "docs" / "model"
