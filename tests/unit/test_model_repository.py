@@ -4,6 +4,7 @@ an existing one unless asked), and what config.pbtxt's version policy says about
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,84 @@ def test_version_policy_of_config_pbtxt(tmp_path):
     assert "older than the 2 newest" in repo.serving_note(tmp_path, "tsva", 4)
     config.write_text("version_policy: { all { } }")
     assert repo.version_policy(tmp_path).kind == "all" and repo.serving_note(tmp_path, "tsva", 2) is None
+
+
+# ---- the verbs' defaults (in process: the verb's run() on a tiny checkpoint) ---------------------
+
+@pytest.fixture
+def checkpoint(tmp_path, torch_one_thread):
+    from tsva.export.checkpoint import save_checkpoint
+    from tsva.export.network import NetworkConfig, build_network
+    from tsva.export.optics import Optics
+
+    net = build_network(NetworkConfig(base_width=4, depth=2)).eval()
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, net, net.config, optics=Optics().to_dict(), train={"patch_size": 64},
+                    training_data="tiny", training_command="tsva train --tiny")
+    return path
+
+
+def _export(*argv: str) -> int:
+    """The export verb's run() without the parity check; a user error is exit status 2 and one
+    `tsva export: ...` line on stderr, as the `tsva` entry point reports it."""
+    from tsva.export.errors import TsvaExportError
+    from tsva.export.verbs import export as export_verb
+
+    parser = argparse.ArgumentParser()
+    export_verb.add_arguments(parser)
+    try:
+        return export_verb.run(parser.parse_args([*argv, "--no-parity"]))
+    except TsvaExportError as exc:
+        print(f"tsva export: {exc}", file=sys.stderr)
+        return 2
+
+
+def test_export_adds_the_next_version_with_its_number_and_no_borrowed_summary(checkpoint, tmp_path, capsys):
+    from tsva.common.metadata import read_onnx_metadata
+
+    repository = tmp_path / "repository"
+    assert _export(str(checkpoint), repo.FLAG, str(repository)) == 0
+    assert _export(str(checkpoint), repo.FLAG, str(repository)) == 0
+    first, second = (read_onnx_metadata(repo.model_file(repository, "tsva", v)) for v in (1, 2))
+    assert (first.model_version, second.model_version) == ("1", "2")
+    assert second.evaluation_summary == "" and second.training_command == "tsva train --tiny"
+    assert repo.latest_model(repository) == repo.model_file(repository, "tsva", 2)
+    assert "model_version 2" in capsys.readouterr().out
+    before = repo.model_file(repository, "tsva", 1).read_bytes()
+    capsys.readouterr()
+    assert _export(str(checkpoint), repo.FLAG, str(repository), "--model-version", "1") == 2
+    assert "version 1 of 'tsva' is not replaced without --overwrite" in capsys.readouterr().err
+    assert repo.model_file(repository, "tsva", 1).read_bytes() == before and repo.versions(repository) == [1, 2]
+    evaluation = tmp_path / "evaluation.json"
+    evaluation.write_text('{"summary": "this model: 33 dB"}')
+    assert _export(str(checkpoint), repo.FLAG, str(repository), "--model-version", "1", "--overwrite",
+                   "--evaluation", str(evaluation)) == 0
+    assert read_onnx_metadata(repo.model_file(repository, "tsva", 1)).evaluation_summary == "this model: 33 dB"
+    assert _export(str(checkpoint), repo.FLAG, str(repository), "--evaluation", str(tmp_path / "missing.json")) == 2
+    assert "tsva export: --evaluation" in capsys.readouterr().err
+    assert repo.versions(repository) == [1, 2]  # a refused export leaves no version behind
+
+
+def test_export_to_an_explicit_file_and_a_pinned_policy_is_reported(checkpoint, tmp_path, capsys):
+    from tsva.common.metadata import read_onnx_metadata
+
+    assert _export(str(checkpoint), "-o", str(tmp_path / "out.onnx")) == 0
+    assert read_onnx_metadata(tmp_path / "out.onnx").model_version == "1"  # -o: today's default version
+    repository = tmp_path / "repository"
+    (repository / "tsva").mkdir(parents=True)
+    (repository / "tsva" / "config.pbtxt").write_text("version_policy: { specific: { versions: [1] } }")
+    _model(repository, "tsva", 1)
+    assert _export(str(checkpoint), repo.FLAG, str(repository)) == 0
+    assert repo.model_file(repository, "tsva", 2).is_file()
+    assert "version 2 is not served until its version_policy lists it" in capsys.readouterr().err
+
+
+def test_evaluate_writes_a_new_run_folder_by_default(monkeypatch, tmp_path):
+    from tsva.export.verbs import evaluate as evaluate_verb
+
+    parser = argparse.ArgumentParser()
+    evaluate_verb.add_arguments(parser)
+    assert parser.parse_args([]).output is None
+    folder = evaluate_verb.run_folder(0.0)
+    assert folder.parent == Path("runs") and folder.name.startswith("evaluate-") and len(folder.name) == 24
+    assert evaluate_verb.run_folder(3600.0) != folder

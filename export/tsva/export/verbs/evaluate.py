@@ -14,6 +14,12 @@ from ..paths import DOCS_DIR
 from .common import _floats, add_optics_arguments, add_texture_arguments, optics_from_args, reports_errors
 
 E = EvalConfig()
+RUNS_DIR = Path("runs")  # the working directory's runs/, as `tsva simulate` and `tsva train` write
+
+
+def run_folder(now: float | None = None) -> Path:
+    """A new report folder per run: an evaluation never overwrites another's (nor docs/model)."""
+    return RUNS_DIR / time.strftime("evaluate-%Y%m%d-%H%M%S", time.localtime(now))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", metavar="JSON", default=str(DOCS_DIR / "reference_4um.json"),
                         help="evaluation whose 4-um TSVA figures a new model must keep within 0.5 dB "
                              "(default %(default)s; skipped if missing)")
-    parser.add_argument("-o", "--output", default=str(DOCS_DIR), help="report folder (default %(default)s)")
+    parser.add_argument("-o", "--output", default=None,
+                        help=f"report folder (default: a new {RUNS_DIR}/evaluate-YYYYmmdd-HHMMSS/; the shipped "
+                             f"model's report is {DOCS_DIR}: pass it explicitly)")
     add_texture_arguments(parser)
     add_optics_arguments(parser)
 
@@ -48,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.sections or any(t < 0 for t in args.sections):
         raise TsvaExportError(f"--sections must be thicknesses >= 0, got {args.sections}")
     optics = optics_from_args(args)
+    output = Path(args.output) if args.output else run_folder()  # named by the start time
     cfg = EvalConfig(pairs_per_dd=args.pairs, patch_size=args.patch_size, seed=args.seed,
                      rl_iterations=args.rl_iterations)
     tsva = Predictor(args.tsva, args.threads, expect_arch="tsva") if args.tsva else None
@@ -71,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
     result["targets"] = matrix_targets(result["cells"], None if args.zstacks else reference_4um(args.reference))
     extra = {"command": args.command_line, "tsva_model": args.tsva,
              "unet_model": args.unet, "seconds": time.monotonic() - start}
-    paths = write_matrix_reports(result, Path(args.output), description, extra)
+    paths = write_matrix_reports(result, output, description, extra)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
