@@ -80,7 +80,7 @@ def gateway(model: Path | None, *flags: str):
 def run_scan(args: list[str]) -> tuple[dict, float]:
     """Runs `tsva scan ... --json`; (its summary, its peak RSS in MiB, from wait4's rusage)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen([sys.executable, "-m", "tsva.client.cli", "scan", *args, "--json", "--no-progress"],
+        process = subprocess.Popen([sys.executable, "-m", "tsva.common.cli", "scan", *args, "--json", "--no-progress"],
                                    stdout=out, stderr=err, text=True)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)

@@ -20,7 +20,7 @@ def run_loadtest(address: str, *, concurrency: int, window: int, warmup: float,
 
     `count` (measured tiles) replaces `duration` (measured seconds) when given; a None option is
     left out (the loadtest's default). Exits with the loadtest's stderr when it printed no report."""
-    command = [sys.executable, "-m", "tsva.client.cli", "loadtest", "--server", address,
+    command = [sys.executable, "-m", "tsva.common.cli", "loadtest", "--server", address,
                "--concurrency", str(concurrency), "--window", str(window), "--warmup", str(warmup)]
     if count:
         command += ["--count", str(count)]

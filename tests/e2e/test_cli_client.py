@@ -12,7 +12,7 @@ from tests.support.tiles import assert_close, expected_fusion, sharp_and_blurred
 
 
 def tsva(*args, timeout=120):
-    proc = subprocess.run([sys.executable, "-m", "tsva.client.cli", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "tsva.common.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, proc.stdout, proc.stderr
@@ -96,7 +96,7 @@ def test_info_text_and_json(gateway):
 
 def test_info_into_a_closed_pipe_ends_quietly(gateway):
     """`tsva info | head -0`: the reader is gone before the verb writes; no error line, no traceback."""
-    proc = subprocess.Popen([sys.executable, "-m", "tsva.client.cli", "info", "--server", gateway.address],
+    proc = subprocess.Popen([sys.executable, "-m", "tsva.common.cli", "info", "--server", gateway.address],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # the read end closes first: every write to stdout is EPIPE
     _, stderr = proc.communicate(timeout=120)

@@ -11,7 +11,7 @@ from skimage import data
 
 
 def tsva(*args, timeout=60):
-    proc = subprocess.run([sys.executable, "-m", "tsva.client.cli", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "tsva.common.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
 

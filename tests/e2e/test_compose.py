@@ -72,7 +72,7 @@ def flag_value(command: list[str], flag: str, default: str | None = None) -> str
 
 @pytest.fixture(scope="module")
 def serve_help_flags() -> set[str]:
-    done = subprocess.run([sys.executable, "-m", "tsva.client.cli", "serve", "--help"], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "tsva.common.cli", "serve", "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return set(re.findall(r"(--[a-z][a-z0-9-]+)", done.stdout))

@@ -53,7 +53,7 @@ def test_pools_simulated_in_parallel_concatenate_only_if_simulated_alike():
 
 
 def test_simulate_command_writes_pngs_and_a_pool(tmp_path, capsys):
-    from tsva.client.cli import main
+    from tsva.common.cli import main
     assert main(["simulate", "--pairs", "2", "--patch-size", "32", "-o", str(tmp_path / "png")]) == 0
     files = sorted(p.name for p in (tmp_path / "png").iterdir())
     assert files == ["0000_truth.png", "0000_y1.png", "0000_y2.png", "0001_truth.png", "0001_y1.png",

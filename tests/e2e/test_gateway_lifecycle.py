@@ -79,7 +79,7 @@ def test_port_in_use(tiny_model):
 
 
 def test_serve_help_lists_flags_and_env():
-    result = subprocess.run([sys.executable, "-m", "tsva.client.cli", "serve", "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "tsva.common.cli", "serve", "--help"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0
     for text in ("--port", "TSVA_PORT", "--metrics-port", "--model-path", "TSVA_MODEL_PATH", "--backend",

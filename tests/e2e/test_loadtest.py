@@ -17,7 +17,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _loadtest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tsva.client.cli", "loadtest", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tsva.common.cli", "loadtest", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -79,7 +79,7 @@ def test_server_dying_mid_run_reports_errors_and_keeps_partial_results(tiny_mode
     out = tmp_path / "partial.json"
     with start_gateway(tiny_model, patch_size=64, patch_overlap=16, max_batch=8) as gw:
         run = subprocess.Popen(
-            [sys.executable, "-m", "tsva.client.cli", "loadtest", "--server", gw.address, "--concurrency", "2",
+            [sys.executable, "-m", "tsva.common.cli", "loadtest", "--server", gw.address, "--concurrency", "2",
              "--window", "2", "--duration", "60", "--warmup", "0", "--tile-size", "96x64", "--give-up-after", "1.5",
              "--out", str(out), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

@@ -65,7 +65,7 @@ def unet_u16(unet):
 
 
 def test_export_verb_writes_the_model_and_its_triton_directory(unet, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tsva.client.cli", "export", str(unet), "--io", "uint8",
+    done = subprocess.run([sys.executable, "-m", "tsva.common.cli", "export", str(unet), "--io", "uint8",
                            "-o", str(tmp_path / "m.onnx"), "--triton-dir", str(tmp_path / "repo")],
                           capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr

@@ -34,7 +34,7 @@ def test_export_command_end_to_end(tmp_path):
     save_checkpoint(tmp_path / "best.pt", net, net.config, optics=Optics().to_dict(), train={"patch_size": 96},
                     training_data="tiny", training_command="tsva train --tiny")
     (tmp_path / "evaluation.json").write_text('{"summary": "TSVA 40 dB everywhere (test)"}')
-    done = subprocess.run([sys.executable, "-m", "tsva.client.cli", "export", str(tmp_path / "best.pt"),
+    done = subprocess.run([sys.executable, "-m", "tsva.common.cli", "export", str(tmp_path / "best.pt"),
                            "-o", str(tmp_path / "out.onnx"), "--evaluation", str(tmp_path / "evaluation.json"),
                            "--fp16", str(tmp_path / "out_fp16.onnx"), "--model-version", "7"],
                           capture_output=True, text=True, timeout=180)

@@ -62,7 +62,7 @@ def test_quantize_command_end_to_end_and_served_by_the_gateway(tmp_path):
     int8 model: a tile fused over real gRPC, and GetInfo shows the model's precision."""
     source = _float_model(tmp_path / "float.onnx")
     _pool(6).save(tmp_path / "pool.npz")
-    done = subprocess.run([sys.executable, "-m", "tsva.client.cli", "quantize", str(source), "--pool",
+    done = subprocess.run([sys.executable, "-m", "tsva.common.cli", "quantize", str(source), "--pool",
                            str(tmp_path / "pool.npz"), "-o", str(tmp_path / "int8.onnx"), "--batch", "3"],
                           capture_output=True, text=True, timeout=180, cwd=REPO)
     assert done.returncode == 0, done.stderr

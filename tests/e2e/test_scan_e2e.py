@@ -44,7 +44,7 @@ def _manifest(folder, cols, rows, size, overlap, seed=0):
 
 
 def _scan(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "tsva.client.cli", "scan", *map(str, args), "--no-progress"],
+    return subprocess.run([sys.executable, "-m", "tsva.common.cli", "scan", *map(str, args), "--no-progress"],
                           capture_output=True, text=True, timeout=300, **kwargs)
 
 
@@ -89,7 +89,7 @@ def test_server_dying_mid_scan_leaves_a_partial_slide_and_resume_finishes_it(tmp
     manifest = _manifest(tmp_path, 8, 6, (256, 256), 32, seed=1)
     out = tmp_path / "out"
     with start_gateway(None, patch_size=64, patch_overlap=16, max_batch=4) as gw:
-        scan = subprocess.Popen([sys.executable, "-m", "tsva.client.cli", "scan", str(manifest), "-o", str(out),
+        scan = subprocess.Popen([sys.executable, "-m", "tsva.common.cli", "scan", str(manifest), "-o", str(out),
                                  "--server", gw.address, "--window", "1", "--no-progress"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
@@ -148,7 +148,7 @@ def test_simulated_scan_end_to_end(gateway, tmp_path):
 
 
 def test_simulate_without_the_training_side_says_so_in_one_line(tmp_path, capsys, monkeypatch):
-    from tsva.client import cli
+    from tsva.common import cli
     monkeypatch.setitem(sys.modules, "tsva.export", None)  # as in a client-only install
     status = cli.main(["scan", "--simulate", str(tmp_path / "x.png"), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()

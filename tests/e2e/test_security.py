@@ -98,7 +98,7 @@ def _tls(pki: Pki, client: bool = False) -> grpc.ChannelCredentials:
 
 
 def _tsva(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tsva.client.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tsva.common.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 

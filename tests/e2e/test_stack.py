@@ -21,7 +21,7 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 def _tsva(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
     # An engine address where none listens, so the result is the same on hosts that have one.
     env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/tsva-test/docker.sock"}
-    return subprocess.run([sys.executable, "-m", "tsva.client.cli", "stack", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tsva.common.cli", "stack", *args], capture_output=True,
                           text=True, timeout=60, cwd=cwd, env=env)
 
 

@@ -46,7 +46,7 @@ def test_a_single_image_is_split_into_disjoint_parts(tmp_path, he):
 def test_bad_texture_folder_through_the_cli_is_one_clear_line(tmp_path):
     """The real `tsva` entry point in a subprocess: exit status 2, one line, no traceback."""
     (tmp_path / "empty").mkdir()
-    done = subprocess.run([sys.executable, "-m", "tsva.client.cli", "simulate", "--textures",
+    done = subprocess.run([sys.executable, "-m", "tsva.common.cli", "simulate", "--textures",
                            str(tmp_path / "empty"), "-o", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2

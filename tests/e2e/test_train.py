@@ -83,7 +83,7 @@ def test_other_architecture_through_the_cli_is_one_clear_line(tmp_path):
     """The real `tsva train` in a subprocess: exit 2 and one line naming the problem, no traceback."""
     unet = build_network(NetworkConfig(arch="unet", base_width=4, depth=2))
     save_checkpoint(tmp_path / "unet.pt", unet, unet.config)
-    done = subprocess.run([sys.executable, "-m", "tsva.client.cli", "train", "--arch", "tsva", "--width", "4",
+    done = subprocess.run([sys.executable, "-m", "tsva.common.cli", "train", "--arch", "tsva", "--width", "4",
                            "--depth", "2", "--steps", "1", "-o", str(tmp_path / "run"),
                            "--resume", str(tmp_path / "unet.pt")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
@@ -103,7 +103,7 @@ def test_other_architecture_through_the_cli_is_one_clear_line(tmp_path):
 ])
 def test_bad_training_input_is_one_clear_line(tmp_path, capsys, argv, message):
     """The verb's run() through the CLI's main() in process (the subprocess case above covers start-up)."""
-    from tsva.client.cli import main
+    from tsva.common.cli import main
     code = main(["train", "--width", "4", "--depth", "2", "--steps", "1", "-o", str(tmp_path / "run"), *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2

@@ -20,7 +20,7 @@ def test_train_under_torchrun_with_two_cpu_processes(tmp_path):
     out = tmp_path / "run"
     # --standalone: a rendezvous on a free local port (an explicit --master-port 0 never meets).
     cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2",
-           "-m", "tsva.client.cli", "train", "--width", "4", "--depth", "2", "--patch-size", "32",
+           "-m", "tsva.common.cli", "train", "--width", "4", "--depth", "2", "--patch-size", "32",
            "--batch-size", "2", "--steps", "4", "--pool-pairs", "8", "--val-pairs", "2", "--val-every", "2",
            "--threads", "1", "--device", "cpu", "--no-progress", "--defocus", "1,2", "-o", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,

@@ -76,7 +76,7 @@ def test_a_bad_stack_through_the_cli_is_one_line_and_exit_2(tmp_path, verb):
     folder = tmp_path / "stacks"
     folder.mkdir()
     _bad(folder, "repeated z")
-    out = subprocess.run([sys.executable, "-m", "tsva.client.cli", verb, "--zstacks", str(folder), "-o",
+    out = subprocess.run([sys.executable, "-m", "tsva.common.cli", verb, "--zstacks", str(folder), "-o",
                           str(tmp_path / "out"), "--defocus", "0.5"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()

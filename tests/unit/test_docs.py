@@ -3,7 +3,7 @@
 - Every relative link (and image) in README.md and docs/ resolves to a file of the repository, and
   a `#anchor` to a heading of that file (GitHub's heading slugs).
 - Every `--flag` the docs write next to a `tsva VERB` exists in that verb's `--help` (its parser,
-  built in process by `tsva.client.cli.build_parser`, nested sub-commands included). A flag is
+  built in process by `tsva.common.cli.build_parser`, nested sub-commands included). A flag is
   "next to a verb" in two places only: a command line that runs `tsva VERB ...` (in a code block
   or an inline code span), and a table under a heading that names one verb as `tsva VERB`. Flags
   in prose are not checked: they often belong to another program (docker, trtexec, pip).
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tsva.client import cli
+from tsva.common import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -162,7 +162,7 @@ _VERB_OPTIONS: dict[str, set[str]] = {}
 def verb_options(verb: str) -> set[str] | None:
     """Every option of `tsva VERB --help` (None for a verb that does not exist or is not installed)."""
     if verb not in _VERB_OPTIONS:
-        if verb not in cli.VERBS or cli._load(verb) is None:
+        if verb not in cli.installed_verbs():
             return None
         parser = cli.build_parser([verb])
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -175,8 +175,8 @@ def unknown_flags(path: Path) -> list[str]:
     for number, verb, flag in documented_flags(path):
         options = verb_options(verb)
         where = f"{path.relative_to(ROOT)}:{number}"
-        if verb not in cli.VERBS:
-            problems.append(f"{where}: `tsva {verb}` is not a verb (verbs: {', '.join(cli.VERBS)})")
+        if verb not in cli.KNOWN_VERBS:
+            problems.append(f"{where}: `tsva {verb}` is not a verb (verbs: {', '.join(cli.KNOWN_VERBS)})")
         elif options is not None and flag not in options:
             problems.append(f"{where}: `tsva {verb} {flag}`: no such flag in `tsva {verb} --help`")
     return problems
@@ -223,6 +223,6 @@ def test_the_checks_catch_mistakes(tmp_path, monkeypatch):
     assert unknown_flags(doc) == [
         "page.md:8: `tsva serve --no-such-flag`: no such flag in `tsva serve --help`",
         "page.md:14: `tsva info --jsn`: no such flag in `tsva info --help`",
-        f"page.md:14: `tsva nonverb` is not a verb (verbs: {', '.join(cli.VERBS)})",
+        f"page.md:14: `tsva nonverb` is not a verb (verbs: {', '.join(cli.KNOWN_VERBS)})",
         "page.md:21: `tsva serve --grase-s`: no such flag in `tsva serve --help`",
     ]

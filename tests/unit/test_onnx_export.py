@@ -82,7 +82,7 @@ def test_fp16_variant_keeps_float32_io_and_is_close(tmp_path):
 
 
 def test_export_of_a_foreign_file_is_one_clear_line(tmp_path, capsys):
-    from tsva.client.cli import main
+    from tsva.common.cli import main
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     assert main(["export", str(tmp_path / "x.pt"), "-o", str(tmp_path / "o.onnx")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -118,7 +118,7 @@ def test_an_int8_model_is_not_quantised_again(quantized, tmp_path):
 
 
 def test_quantize_command_bad_input_is_one_line(tmp_path, capsys):
-    from tsva.client.cli import main
+    from tsva.common.cli import main
 
     assert main(["quantize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx")]) == 2
     assert capsys.readouterr().err.strip() == f"tsva quantize: model {tmp_path / 'missing.onnx'}: no such file"

@@ -1,15 +1,18 @@
-"""Exceptions of the client SDK."""
+"""Exceptions of the client SDK. They are tsva.common.errors' Failed / BadInput, so a `tsva` verb
+that lets one through exits with the one exit-code rule (1 failed or unreachable, 2 bad input)."""
 from __future__ import annotations
 
 import grpc
 
+from tsva.common.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Failed
 from tsva.common.images import ImageError
 
 
-class TsvaError(Exception):
+class TsvaError(Failed):
     """A call failed: carries the gRPC status code and the server's message.
 
     `code` is a grpc.StatusCode; `message` is the server's details (it names the field and tile).
+    A call the server rejected as INVALID_ARGUMENT is bad input (exit status 2), any other failure 1.
     """
 
     def __init__(self, code: grpc.StatusCode, message: str, *, server: str | None = None):
@@ -17,6 +20,10 @@ class TsvaError(Exception):
         self.message = message
         self.server = server
         super().__init__(f"{code.name}: {message}")
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_BAD_INPUT if self.code == grpc.StatusCode.INVALID_ARGUMENT else EXIT_FAILED
 
     @property
     def unreachable(self) -> bool:
@@ -32,7 +39,7 @@ class TsvaError(Exception):
         return cls(code or grpc.StatusCode.UNKNOWN, details or "", server=server)
 
 
-class ImageInputError(ImageError):
+class ImageInputError(ImageError, BadInput):
     """An input image (array, file or bytes) that cannot be sent; the message names the field."""
 
 

@@ -1,8 +1,11 @@
-"""Typed errors of the training side. The verbs catch `TsvaExportError` and print one clear line."""
+"""Typed errors of the training side. `TsvaExportError` is tsva.common.errors' BadInput: a verb that
+raises one prints one clear line `tsva VERB: message` and exits with status 2."""
 from __future__ import annotations
 
+from tsva.common.errors import BadInput
 
-class TsvaExportError(Exception):
+
+class TsvaExportError(BadInput):
     """Base class: a problem the user can fix (bad input, bad configuration)."""
 
 

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from tsva.common import model_repository
+from tsva.common.errors import BadInput
 from tsva.common.limits import DEFAULT_MAX_MESSAGE_BYTES  # noqa: F401 (shared with the client; importable from here)
 
 # The packaged model repository (tsva.common.model_repository: the checkout's model_repository/, else
@@ -25,8 +26,8 @@ WHOLE_TILE = 0  # patch side meaning "no patches": GetInfo.patch_size reports it
 TYPICAL_TILE_SIDE = 1232  # a 1224x1024 scanner tile's width padded to 16
 
 
-class ConfigError(ValueError):
-    """An option with an unusable value; the message names the flag."""
+class ConfigError(BadInput, ValueError):
+    """An option with an unusable value; the message names the flag (`tsva serve` exits with 2)."""
 
 
 def _csv(text: str) -> list[str]:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tsva.common.errors import Failed
+
 DEFAULT_FILE = "docker-compose.yml"
 # The rule of every verb (docs/cli.md, "Where files are found"): files the project ships come from
 # the checkout `tsva` was installed from (server/tsva/server/stack.py -> the checkout's root), in
@@ -30,8 +32,8 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-class StackError(RuntimeError):
-    """A compose file the plan cannot follow, a missing engine/plugin, a service that fails."""
+class StackError(Failed, RuntimeError):
+    """A compose file the plan cannot follow, a missing engine/plugin, a service that fails (exit 1)."""
 
 
 def parse_duration(value, default: float) -> float:

@@ -1,5 +1,6 @@
-"""What every client verb shares: the connection options, opening a Client, and turning failures
-into one clear line on stderr (no stack trace) with a non-zero exit status.
+"""What every client verb shares: the connection options, opening a Client, and the wording of
+failures (one clear line on stderr, no stack trace) for the dispatcher's one error rule
+(tsva.common.cli.run_verb, tsva.common.errors).
 
 Exit status: 0 success, 1 the server or the call failed, 2 bad input (options, files, images),
 130 interrupted. A reader that closes stdout early (`tsva info | head -1`) ends the verb quietly
@@ -8,12 +9,12 @@ with 1, Python's own status for a broken pipe.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import sys
 from collections.abc import Callable
 
-EXIT_OK, EXIT_CALL_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The verbs' exit statuses, as common.EXIT_*: the one rule of tsva.common.errors.
+from tsva.common.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, BadInput, Failed  # noqa: F401
+from tsva.common.errors import EXIT_FAILED as EXIT_CALL_FAILED
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,8 +80,9 @@ def connect(args: argparse.Namespace, **overrides):
 TLS_HINT = "a TLS server needs --tls-ca, a mutual-TLS one also --tls-cert and --tls-key"
 
 
-def describe_failure(exc: BaseException, server: str | None = None) -> tuple[str, int]:
-    """(one line for a human, exit status) for a failure of a client verb."""
+def describe_failure(exc: BaseException, server: str | None = None) -> tuple[str, int] | None:
+    """(one line for a human, exit status) for a failure of a client verb; None for an exception
+    that is not a failure of the call or of the input (a bug: shown in full)."""
     import grpc
 
     from tsva.client import security
@@ -107,37 +109,17 @@ def describe_failure(exc: BaseException, server: str | None = None) -> tuple[str
         return f"{exc.strerror or exc}{name}", EXIT_BAD_INPUT
     if isinstance(exc, ValueError):  # ImageInputError is one; other exceptions are bugs: shown in full
         return str(exc), EXIT_BAD_INPUT
-    raise exc
+    return None
 
 
-def human_errors(verb: str) -> Callable:
-    """Decorates a verb's run(args): known failures become `tsva VERB: error: ...` and an exit status."""
-
-    def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        @functools.wraps(run)
-        def wrapper(args: argparse.Namespace) -> int:
-            try:
-                status = run(args)
-                sys.stdout.flush()  # a broken pipe shows here rather than at interpreter exit
-                return status
-            except BrokenPipeError:
-                # The reader went away (`| head`): nothing to say to it. Point stdout at devnull so
-                # the interpreter's final flush does not fail again and print a traceback.
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-                os.close(devnull)
-                return EXIT_CALL_FAILED
-            except KeyboardInterrupt:
-                print(f"tsva {verb}: interrupted", file=sys.stderr)
-                return EXIT_INTERRUPTED
-            except Exception as exc:
-                message, status = describe_failure(exc, getattr(args, "server", None))
-                print(f"tsva {verb}: error: {message}", file=sys.stderr)
-                return status
-
-        return wrapper
-
-    return decorate
+def describe_error(exc: Exception, args: argparse.Namespace) -> BadInput | Failed | None:
+    """The dispatcher's hook for the client verbs (fuse, focus, info, scan): `tsva VERB: error: ...`,
+    worded as argparse words its own errors, with describe_failure's exit status."""
+    described = describe_failure(exc, getattr(args, "server", None))
+    if described is None:
+        return None
+    message, status = described
+    return (BadInput if status == EXIT_BAD_INPUT else Failed)(f"error: {message}")
 
 
 def format_bytes(n: int) -> str:

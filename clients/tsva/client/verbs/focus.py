@@ -7,6 +7,9 @@ import json
 
 from tsva.client.verbs import common
 
+HELP = "find the sharpest plane of a z-stack"
+describe_error = common.describe_error  # how the dispatcher words gRPC, TLS and file errors
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("planes", nargs="+", metavar="PLANE", help="images of the z-stack, in z order")
@@ -30,7 +33,6 @@ def z_values(args: argparse.Namespace) -> list[float]:
     return [args.z_start + i * args.z_step for i in range(len(args.planes))]
 
 
-@common.human_errors("focus")
 def run(args: argparse.Namespace) -> int:
     z = z_values(args)
     with common.connect(args) as client:

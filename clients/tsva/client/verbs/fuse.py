@@ -7,6 +7,9 @@ from pathlib import Path
 
 from tsva.client.verbs import common
 
+HELP = "fuse two out-of-focus shots through a server"
+describe_error = common.describe_error  # how the dispatcher words gRPC, TLS and file errors
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shot_a", metavar="SHOT_A", help="first shot (PNG, TIFF, or any image Pillow reads)")
@@ -24,7 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_connection_arguments(parser)
 
 
-@common.human_errors("fuse")
 def run(args: argparse.Namespace) -> int:
     from tsva.client.inputs import encoding_for_path
 

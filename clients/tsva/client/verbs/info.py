@@ -7,13 +7,15 @@ import json
 from tsva.client.verbs import common
 from tsva.common.metadata import ModelMetadata
 
+HELP = "show server, model and limits"
+describe_error = common.describe_error  # how the dispatcher words gRPC, TLS and file errors
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     common.add_connection_arguments(parser)
 
 
-@common.human_errors("info")
 def run(args: argparse.Namespace) -> int:
     with common.connect(args) as client:
         info = client.info()

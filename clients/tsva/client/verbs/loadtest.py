@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from tsva.client.verbs.common import add_connection_arguments, number_type, token_of
+from tsva.common.errors import EXIT_OK, BadInput, Failed
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+HELP = "load-test a server"
 
 _positive_int = number_type(int, 1)
 _non_negative_float = number_type(float, 0)
@@ -94,16 +95,7 @@ def format_row(level: dict, knee: bool = False) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_run(args))
-    except KeyboardInterrupt:
-        print("tsva loadtest: interrupted", file=sys.stderr)
-        return 130
-
-
-def _fail(message: str, status: int) -> int:
-    print(f"tsva loadtest: error: {message}", file=sys.stderr)
-    return status
+    return asyncio.run(_run(args))  # Ctrl-C: the dispatcher's `tsva loadtest: interrupted`, 130
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -123,22 +115,22 @@ async def _run(args: argparse.Namespace) -> int:
         connection = Connection(args.server, security.channel_credentials(args.tls_ca, args.tls_cert, args.tls_key),
                                 security.token_metadata(token))
     except (ValueError, RemoteTargetError, security.SecurityConfigError) as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT)
+        raise BadInput(f"error: {exc}") from exc
     if args.plot is not None:
         from tsva.client.loadtest.plot import PlotUnavailable, _pyplot
         try:
             _pyplot()  # fail before the load, not after it
         except PlotUnavailable as exc:
-            return _fail(str(exc), EXIT_BAD_INPUT)
+            raise BadInput(f"error: {exc}") from exc
 
     log = sys.stderr if args.json else sys.stdout
     info = await report.preflight(connection, timeout=args.timeout or 10.0)
     if isinstance(info, str):
-        return _fail(info, EXIT_FAILED)
+        raise Failed(f"error: {info}")
     limits = info.get("limits", {})
     if limits.get("max_tile_width") and (width > limits["max_tile_width"] or height > limits["max_tile_height"]):
-        return _fail(f"--tile-size {width}x{height}: the server accepts at most "
-                     f"{limits['max_tile_width']}x{limits['max_tile_height']}", EXIT_BAD_INPUT)
+        raise BadInput(f"error: --tile-size {width}x{height}: the server accepts at most "
+                       f"{limits['max_tile_width']}x{limits['max_tile_height']}")
 
     spec = TileSpec(width, height, args.channels, args.pixel_type, args.encoding)
     templates = [request_template(spec, args.seed + i) for i in range(args.distinct)]

@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 from tsva.client.verbs import common
+from tsva.common.errors import BadInput
+
+HELP = "scan a whole slide through a server into a pyramidal slide"
+describe_error = common.describe_error  # how the dispatcher words gRPC, TLS and file errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,22 +75,20 @@ def run(args: argparse.Namespace) -> int:
                                       tile=_tile_size(args.tile_size), overlap=args.overlap, tilt_um=args.tilt,
                                       unevenness_um=args.unevenness, seed=args.seed, max_tiles=args.max_tiles)
             except SimulationUnavailable as exc:
-                print(f"tsva scan: {exc}", file=sys.stderr)
-                return common.EXIT_BAD_INPUT
+                raise BadInput(str(exc)) from exc
             slide = simulator.slide
         else:
             slide = read_manifest(args.manifest)
         scan = Scan(slide, Path(args.output), window=args.window, compression=args.compression,
                     quality=args.quality, resume=args.resume, simulator=simulator, progress=not args.no_progress)
     except (ManifestError, ScanInputError, ValueError, OSError) as exc:
+        # Worded as the input's own problem (`tsva scan: manifest.csv: row 3 ...`), before any call.
         prefix = f"{source}: " if isinstance(exc, ManifestError) else ""
-        print(f"tsva scan: {prefix}{exc}", file=sys.stderr)
-        return common.EXIT_BAD_INPUT
+        raise BadInput(f"{prefix}{exc}") from exc
     args.scan = scan
     return _stream(args)
 
 
-@common.human_errors("scan")
 def _stream(args) -> int:
     with common.connect(args) as client:
         outcome = args.scan.run(client)

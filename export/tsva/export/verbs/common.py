@@ -1,33 +1,28 @@
-"""Arguments shared by the training-side verbs (optics, sample, textures)."""
+"""Arguments shared by the training-side verbs (optics, sample, textures).
+
+tsva.export.optics (numpy, scipy) is imported inside the functions: the verb modules import this
+one at their top, and `tsva --help` imports every verb module.
+"""
 from __future__ import annotations
 
 import argparse
-import functools
-import sys
+from typing import TYPE_CHECKING
 
-from ..errors import TsvaExportError
-from ..optics import Optics, Sample
+from .. import flags
+
+if TYPE_CHECKING:
+    from ..optics import Optics, Sample
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+_floats = flags.floats  # comma-separated numbers (evaluate's --sections)
 
 
 def add_optics_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..optics import Optics, Sample
+
     g = parser.add_argument_group("optics (the shipped model's defaults)")
-    g.add_argument("--na", type=float, default=Optics.numerical_aperture, help="numerical aperture (default %(default)s)")
-    g.add_argument("--refractive-index", type=float, default=Optics.refractive_index,
-                   help="immersion index (default %(default)s, dry)")
-    g.add_argument("--pixel-size", type=float, default=Optics.pixel_size_um, help="um per pixel at the sample (default %(default)s)")
-    g.add_argument("--wavelengths", type=_floats, default=Optics.wavelengths_um, help="R,G,B in um (default 0.61,0.53,0.47)")
-    g.add_argument("--defocus", type=_floats, default=Optics.defocus_um, help="dD values in um (default 0.5,...,3.0)")
-    g.add_argument("--focus-sigma", type=float, default=Optics.focus_sigma_um,
-                   help="sigma of the tile focus offset n, um (default %(default)s)")
-    g.add_argument("--layers", type=int, default=Sample.layers, help="thin layers of the section (default %(default)s)")
-    g.add_argument("--thickness", type=float, default=Sample.thickness_um, help="section thickness, um (default %(default)s)")
+    flags.add_arguments(g, Optics)   # the flags are declared on the fields (--na, ..., --focus-sigma)
+    flags.add_arguments(g, Sample)   # --layers, --thickness
 
 
 def add_texture_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,25 +33,12 @@ def add_texture_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def optics_from_args(args: argparse.Namespace) -> Optics:
-    return Optics(numerical_aperture=args.na, refractive_index=args.refractive_index,
-                  pixel_size_um=args.pixel_size, wavelengths_um=args.wavelengths, defocus_um=args.defocus,
-                  focus_sigma_um=args.focus_sigma)
+    from ..optics import Optics
+
+    return flags.from_namespace(Optics, args)
 
 
 def sample_from_args(args: argparse.Namespace) -> Sample:
-    return Sample(layers=args.layers, thickness_um=args.thickness)
+    from ..optics import Sample
 
-
-def reports_errors(verb: str, errors: tuple[type[Exception], ...] = (TsvaExportError,)):
-    """Decorates a verb's run(): an error the user can fix (TsvaExportError, or `errors`) becomes
-    one line on stderr and exit status 2, never a bare stack trace."""
-    def decorate(run):
-        @functools.wraps(run)
-        def wrapped(args: argparse.Namespace) -> int:
-            try:
-                return run(args)
-            except errors as exc:
-                print(f"tsva {verb}: {exc}", file=sys.stderr)
-                return 2
-        return wrapped
-    return decorate
+    return flags.from_namespace(Sample, args)

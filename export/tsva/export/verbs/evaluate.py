@@ -8,12 +8,10 @@ import time
 from pathlib import Path
 
 from ..errors import TsvaExportError
-from ..evaluate import EvalConfig
-from ..evaluate_matrix import THICKNESSES_UM
 from ..paths import DOCS_DIR
-from .common import _floats, add_optics_arguments, add_texture_arguments, optics_from_args, reports_errors
+from .common import _floats, add_optics_arguments, add_texture_arguments, optics_from_args
 
-E = EvalConfig()
+HELP = "evaluate against baselines"
 RUNS_DIR = Path("runs")  # the working directory's runs/, as `tsva simulate` and `tsva train` write
 
 
@@ -23,6 +21,11 @@ def run_folder(now: float | None = None) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # tsva.export.evaluate and evaluate_matrix import torch: here, not at the top (`tsva --help` stays fast).
+    from ..evaluate import EvalConfig
+    from ..evaluate_matrix import THICKNESSES_UM
+
+    E = EvalConfig()
     parser.add_argument("--tsva", metavar="MODEL", help="TSVA checkpoint (.pt) or exported model (.onnx)")
     parser.add_argument("--unet", metavar="MODEL", help="U-Net baseline checkpoint (.pt) or .onnx")
     parser.add_argument("--pairs", type=int, default=E.pairs_per_dd, help="pairs per cell (default %(default)s)")
@@ -44,9 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optics_arguments(parser)
 
 
-@reports_errors("evaluate")
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import Predictor
+    from ..evaluate import EvalConfig, Predictor
     from ..evaluate_matrix import (evaluate_matrix, matrix_targets, reference_4um, simulated_pools,
                                    write_matrix_reports, zstack_pools)
     from ..textures import DEFAULT_SOURCE, load_textures, split_textures

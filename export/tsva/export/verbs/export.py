@@ -12,7 +12,8 @@ from tsva.common import model_repository
 
 from ..errors import TsvaExportError
 from ..paths import REPO_ROOT
-from .common import reports_errors
+
+HELP = "export a checkpoint to ONNX / TensorRT"
 
 DEFAULT_TENSORRT_DIR = REPO_ROOT / "build" / "trt_repository"
 
@@ -81,7 +82,6 @@ def _destination(args: argparse.Namespace) -> tuple[Path, str, str | None]:
     return path, str(version), model_repository.serving_note(repository, name, version)
 
 
-@reports_errors("export")
 def run(args: argparse.Namespace) -> int:
     if args.io != "float32":
         return _pixel_io(args)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from ..errors import TsvaExportError
 from ..paths import REPO_ROOT, SHIPPED_MODEL
-from .common import (add_optics_arguments, add_texture_arguments, optics_from_args, reports_errors,
-                     sample_from_args)
+from .common import add_optics_arguments, add_texture_arguments, optics_from_args, sample_from_args
+
+HELP = "int8 CPU model from a float32 ONNX model"
 
 # runs/ is the checkout's git-ignored work folder (the int8 model is not shipped: docs/performance.md).
 INT8_MODEL = REPO_ROOT / "runs" / "tsva_int8.onnx"
@@ -35,7 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optics_arguments(parser)
 
 
-@reports_errors("quantize")
 def run(args: argparse.Namespace) -> int:
     from ..dataset import PairPool, build_pool
     from ..quantize import max_abs_difference, quantize_model

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TsvaExportError
-from .common import (add_optics_arguments, add_texture_arguments, optics_from_args, reports_errors,
-                     sample_from_args)
+from .common import add_optics_arguments, add_texture_arguments, optics_from_args, sample_from_args
+
+HELP = "write simulated training pairs to disk"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optics_arguments(parser)
 
 
-@reports_errors("simulate")
 def run(args: argparse.Namespace) -> int:
     if args.calibrate:
         return _calibrate(args)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import TsvaExportError
-from ..train import TrainConfig
-from .common import (add_optics_arguments, add_texture_arguments, optics_from_args, reports_errors,
-                     sample_from_args)
+from tsva.common.errors import BadInput
 
+from ..train import TrainConfig
+from .common import add_optics_arguments, add_texture_arguments, optics_from_args, sample_from_args
+
+HELP = "train TSVA or the U-Net baseline"
 D = TrainConfig()
 
 
@@ -50,8 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_optics_arguments(parser)
 
 
-# ValueError too: a bad width/depth, learning rate or batch size is refused by torch or the network.
-@reports_errors("train", errors=(TsvaExportError, ValueError))
 def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         arch=args.arch, base_width=args.width, depth=args.depth, patch_size=args.patch_size, crop=args.crop,
@@ -70,3 +69,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"done: {result['steps']} steps, best validation PSNR {result['best_val_psnr']:.2f} dB "
           f"(sharper shot {result['sharper_val_psnr']:.2f}); {result['checkpoint']}")
     return 0
+
+
+def describe_error(exc: Exception, args: argparse.Namespace) -> BadInput | None:
+    """A ValueError is bad input too (exit 2): a bad width/depth, learning rate or batch size is
+    refused by torch or the network. (TsvaExportError is a BadInput itself.)"""
+    return BadInput(str(exc)) if isinstance(exc, ValueError) else None
