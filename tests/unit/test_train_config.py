@@ -11,7 +11,8 @@ from tsva.export import flags
 from tsva.export.train import TrainConfig
 from tsva.export.verbs import train as train_verb
 
-# (option strings, default, type, choices, action) of every `tsva train` flag before generation.
+# (option strings, default, type, choices, action) of every `tsva train` flag before generation; a
+# type of comma-separated numbers is shown by what it makes of "0.5,1".
 BEFORE = [
     (("--arch",), "tsva", None, ("tsva", "unet"), "store"),
     (("--width",), 16, int, None, "store"),
@@ -42,8 +43,8 @@ BEFORE = [
     (("--na",), 0.75, float, None, "store"),
     (("--refractive-index",), 1.0, float, None, "store"),
     (("--pixel-size",), 0.25, float, None, "store"),
-    (("--wavelengths",), (0.61, 0.53, 0.47), "_floats", None, "store"),
-    (("--defocus",), (0.5, 1.0, 1.5, 2.0, 2.5, 3.0), "_floats", None, "store"),
+    (("--wavelengths",), (0.61, 0.53, 0.47), "0.5,1 -> (0.5, 1.0)", None, "store"),
+    (("--defocus",), (0.5, 1.0, 1.5, 2.0, 2.5, 3.0), "0.5,1 -> (0.5, 1.0)", None, "store"),
     (("--focus-sigma",), 1.0, float, None, "store"),
     (("--layers",), 5, int, None, "store"),
     (("--thickness",), 4.0, float, None, "store"),
@@ -64,7 +65,7 @@ def test_the_generated_flags_are_the_flags_of_before():
     for a in _parser()._actions:
         if isinstance(a, argparse._HelpAction):
             continue
-        kind = a.type if a.type in (None, int, float) else a.type.__name__
+        kind = a.type if a.type in (None, int, float) else f"0.5,1 -> {a.type('0.5,1')}"
         now.append((tuple(a.option_strings), a.default, kind, a.choices and tuple(a.choices), ACTIONS[type(a)]))
         assert a.metavar == METAVARS.get(a.option_strings[-1]), a.option_strings
     assert sorted(now, key=str) == sorted(BEFORE, key=str)
@@ -113,3 +114,16 @@ def test_the_defaults_of_the_flags_are_the_config_defaults():
     flagged = {f.name for f, _ in flags.flag_fields(TrainConfig)}
     assert {f.name for f in fields(TrainConfig)} - flagged == {"final_lr_fraction", "textures", "holdout", "zstacks_val"}
 
+
+
+def test_the_optics_flags_give_the_optics_and_section_the_hand_mapping_gave():
+    from tsva.export.optics import Optics, Sample
+    from tsva.export.verbs.common import optics_from_args, sample_from_args
+    for argv in ([], ["--na", "0.5", "--refractive-index", "1.5", "--pixel-size", "0.5", "--wavelengths", "0.55",
+                      "--defocus", "1,2", "--focus-sigma", "0.5", "--layers", "3", "--thickness", "2.5"]):
+        args = _parser().parse_args(argv)
+        assert optics_from_args(args) == Optics(
+            numerical_aperture=args.na, refractive_index=args.refractive_index, pixel_size_um=args.pixel_size,
+            wavelengths_um=args.wavelengths, defocus_um=args.defocus, focus_sigma_um=args.focus_sigma)
+        assert sample_from_args(args) == Sample(layers=args.layers, thickness_um=args.thickness)
+    assert optics_from_args(args).defocus_um == (1.0, 2.0) and sample_from_args(args).layers == 3

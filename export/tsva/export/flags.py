@@ -46,6 +46,14 @@ def shared(default: Any = MISSING, default_factory: Callable[[], Any] | None = N
     return field(default=default, metadata={"shared": True})
 
 
+def floats(text: str) -> tuple[float, ...]:
+    """The type of a comma-separated list of numbers (`--defocus 0.5,1,1.5`)."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _default(f: Field) -> Any:
     return f.default_factory() if f.default_factory is not MISSING else f.default
 

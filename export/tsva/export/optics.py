@@ -28,18 +28,26 @@ from scipy import ndimage, signal, special
 from tsva.common.brenner import brenner
 
 from .errors import OpticsError
+from .flags import floats, option
 
 DEFAULT_DEFOCUS_UM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 
 @dataclass(frozen=True)
 class Optics:
-    numerical_aperture: float = 0.75
-    refractive_index: float = 1.0          # dry objective
-    pixel_size_um: float = 0.25            # at the sample
-    wavelengths_um: tuple[float, ...] = (0.61, 0.53, 0.47)  # R, G, B
-    defocus_um: tuple[float, ...] = DEFAULT_DEFOCUS_UM        # the dD values of the two shots
-    focus_sigma_um: float = 1.0            # tile focus offset n ~ N(0, sigma)
+    """The microscope; each field is also the training verbs' flag of the same setting."""
+    numerical_aperture: float = option("--na", default=0.75, type=float,
+                                       help="numerical aperture (default %(default)s)")
+    refractive_index: float = option("--refractive-index", default=1.0, type=float,   # dry objective
+                                     help="immersion index (default %(default)s, dry)")
+    pixel_size_um: float = option("--pixel-size", default=0.25, type=float,   # at the sample
+                                  help="um per pixel at the sample (default %(default)s)")
+    wavelengths_um: tuple[float, ...] = option("--wavelengths", default=(0.61, 0.53, 0.47), type=floats,  # R, G, B
+                                               help="R,G,B in um (default 0.61,0.53,0.47)")
+    defocus_um: tuple[float, ...] = option("--defocus", default=DEFAULT_DEFOCUS_UM, type=floats,  # the dD values
+                                           help="dD values in um (default 0.5,...,3.0)")
+    focus_sigma_um: float = option("--focus-sigma", default=1.0, type=float,   # tile focus offset n ~ N(0, sigma)
+                                   help="sigma of the tile focus offset n, um (default %(default)s)")
 
     def __post_init__(self):
         object.__setattr__(self, "wavelengths_um", tuple(float(w) for w in self.wavelengths_um))
@@ -143,8 +151,10 @@ class Sample:
     """Layered depth-of-field settings of the simulated section and sensor."""
     # A routine H&E section is cut 3-5 um thick: deeper than the depth of field (~1 um at NA 0.75),
     # so its layers come into focus at different planes and the two shots see different layers sharp.
-    layers: int = 5                      # thin layers of the section, 1 um apart
-    thickness_um: float = 4.0            # the layers span [-t/2, t/2] around the section's middle
+    layers: int = option("--layers", default=5, type=int,   # thin layers of the section, 1 um apart
+                         help="thin layers of the section (default %(default)s)")
+    thickness_um: float = option("--thickness", default=4.0, type=float,   # the layers span [-t/2, t/2]
+                                 help="section thickness, um (default %(default)s)")
     layer_smoothness_px: float = 24.0    # spatial scale of the random layer masks
     stain_contrast: float = 2.0          # how sharply the stain is split among the layers
     photons_at_white: float = 2000.0     # Poisson part of the sensor noise (electrons at full scale)
