@@ -112,7 +112,10 @@ class Trainer:
         self.earlier = ""  # the commands that produced the starting weights, kept for reproduction
         self.resumed: dict | None = None
         self.output = Path(cfg.output)
-        self.losses: list[float] = []
+        self.pool: PairPool | None = None          # load_data()
+        self.val: PairPool | None = None
+        self.data_description = ""
+        self.losses: list[float] = []              # training losses since the last validation
 
     # ------------------------------------------------------------------------------- stages
 
