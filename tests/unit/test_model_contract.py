@@ -39,6 +39,21 @@ def pair(height: int, width: int, dtype=np.uint8, seed: int = 0, channels: int =
             for s in (0.5, 2.0)]
 
 
+def test_size_multiple_read_from_the_model():
+    """io.size_multiple where the model has one, else 16 or the network's size_multiple (2**depth,
+    as `tsva export` writes it) where larger; patch origins follow that stride either way."""
+    out = {"x": ("tensor(float)", [3, "h", "w"])}
+    plain = contract_from_io(FLOAT_IO, out)
+    assert (plain.size_multiple, plain.stride) == (16, 16)
+    shipped_depth = contract_from_io(FLOAT_IO, out, {"size_multiple": "8", "depth": "3"})
+    assert (shipped_depth.size_multiple, shipped_depth.stride) == (16, 16)  # as it has always been served
+    deeper = contract_from_io(FLOAT_IO, out, {"size_multiple": "32", "depth": "5"})
+    assert (deeper.size_multiple, deeper.stride) == (32, 32)
+    padded_in_graph = contract_from_io(FLOAT_IO, out, {"size_multiple": "32", "io.size_multiple": "1"})
+    assert (padded_in_graph.size_multiple, padded_in_graph.stride) == (1, 32)
+    assert contract_from_io(FLOAT_IO, out, {"size_multiple": "x"}).size_multiple == 16  # unreadable: the default
+
+
 def test_both_contracts_are_recognised():
     f32 = contract_from_io(FLOAT_IO, {"x": ("tensor(float)", [3, "h", "w"])})
     assert (f32.name, f32.layout, f32.size_multiple, f32.triton_datatype) == ("float32-nchw", "NCHW", 16, "FP32")

@@ -8,15 +8,20 @@ Two contracts exist, told apart by the inputs' element type and shape:
   graph, so the gateway sends the shots' own pixels and gets the fused tile's own pixels back
   (1 + 1 bytes per pixel and channel each way for uint8, instead of 4 + 4 + 4).
 
-H and W must be multiples of `size_multiple` (the network's total stride, 16), unless the model's
-metadata (or Triton config parameters) say otherwise: a pixel-typed export pads inside its graph
-(io.size_multiple = 1, io.min_size = 16), so whole tiles go to it as they arrived. The gateway
-pads tiles (mirror) to what the contract asks, and every conversion between tiles and model
-tensors lives here: `write_item` (tile -> one batch item), `item_to_float` (one output item -> CHW float for
-stitching) and `item_to_pixels` (one output item -> the fused tile).
+H and W must be multiples of `size_multiple`: the model's io.size_multiple where it has one (a
+pixel-typed export pads inside its graph: io.size_multiple = 1, io.min_size = 16, so whole tiles
+go to it as they arrived), else `stride`, the multiple the gateway pads to and aligns patch
+origins to: 16, or the network's own size_multiple metadata (2**depth, written by `tsva export`)
+where that is larger (a multiple of the network's stride keeps patches shift-equivariant; 16 is
+what the shipped depth-3 network, stride 8, has always been served with). Metadata here means the
+ONNX metadata_props or Triton config parameters. The gateway pads tiles (mirror) to what the contract asks, and every
+conversion between tiles and model tensors lives here: `write_item` (tile -> one batch item),
+`item_to_float` (one output item -> CHW float for stitching) and `item_to_pixels` (one output
+item -> the fused tile).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -47,8 +52,9 @@ class ModelContract:
     pixel_type: np.dtype             # float32 (values in [0, 1]) or uint8/uint16 (the pixels themselves)
     layout: str                      # "NCHW" (float32) or "NHWC" (pixel-typed)
     channels: int = MODEL_CHANNELS
-    size_multiple: int = SIZE_MULTIPLE
+    size_multiple: int = SIZE_MULTIPLE  # H and W of a model tensor are multiples of this
     min_size: int = 1                # smallest H and W the model takes
+    stride: int = SIZE_MULTIPLE      # a multiple of the network's total stride (patch origins align to it)
     inputs: tuple[str, str] = (INPUT_Y1, INPUT_Y2)
     output: str = OUTPUT_X
     defocus_input: str | None = None  # INPUT_DD when the model is conditioned on the pair's dD
@@ -225,7 +231,8 @@ def contract_from_io(inputs: Mapping[str, tuple[str, Sequence]], outputs: Mappin
         except ValueError:
             return default
 
-    return ModelContract(np.dtype(dtype), layout, size_multiple=number("io.size_multiple", SIZE_MULTIPLE),
+    stride = math.lcm(SIZE_MULTIPLE, number("size_multiple", SIZE_MULTIPLE))
+    return ModelContract(np.dtype(dtype), layout, size_multiple=number("io.size_multiple", stride), stride=stride,
                          min_size=number("io.min_size", 1), defocus_input=INPUT_DD if conditioned else None)
 
 

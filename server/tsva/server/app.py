@@ -15,13 +15,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY
 
-from tsva.server import memory, security
+from tsva.server import memory, security, translate
+from tsva.server.admission import Admission
 from tsva.server.backends import create_backend
 from tsva.server.backends.base import Backend
 from tsva.server.backends.embedded import ModelLoadError
 from tsva.server.batcher import MicroBatcher
-from tsva.server.config import Config
+from tsva.server.config import Config, ConfigError
 from tsva.server.metrics import Metrics, serve_metrics
 from tsva.server.pipeline import Pipeline
 from tsva.server.service import VirtualAutofocusService, add_service
@@ -116,7 +118,7 @@ async def serve(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     memory.configure()  # large buffers unmapped when freed: RSS comes back after a burst
-    metrics = Metrics()
+    metrics = Metrics(REGISTRY)  # the registry the metrics endpoint serves (with process_* metrics)
     backend = create_backend(config, metrics)
     try:
         await backend.start()
@@ -129,7 +131,12 @@ async def serve(config: Config) -> int:
                            queue_size=config.queue_size, concurrency=config.effective_backend_concurrency,
                            timeout_s=config.backend_timeout_s, metrics=metrics,
                            on_backend_error=health.backend_failed)
-    pipeline = Pipeline(config, backend, batcher, metrics)
+    admission = Admission.from_config(config)
+    try:
+        pipeline = Pipeline(config, backend, batcher, metrics, admission, metadata=model_metadata(config, backend),
+                            encoder=translate.encode_reply)
+    except ConfigError as exc:  # the patch plan does not fit the served model
+        raise StartupError(str(exc)) from None
 
     try:
         credentials = security.server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
@@ -145,7 +152,7 @@ async def serve(config: Config) -> int:
         ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
         ("grpc.http2.bdp_probe", 0),
     ])
-    add_service(VirtualAutofocusService(config, pipeline, metrics, model_metadata(config, backend)), server)
+    add_service(VirtualAutofocusService(pipeline, metrics, admission), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)

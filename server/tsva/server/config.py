@@ -80,8 +80,8 @@ class Config:
                               "(whole tiles, padded to a multiple of 16; tiles of one size batch together) "
                               f"or `auto` ({CPU_PATCH_SIZE} on CPU, whole tiles on GPUs and Triton)")
     patch_overlap: int = _option("--patch-overlap", int, 64, "minimum overlap of neighbouring patches in pixels")
-    patch_align: int = _option("--patch-align", int, 16, "patch origins are multiples of this (the network's "
-                               "total stride; 16 by the model contract)")
+    patch_align: int = _option("--patch-align", int, 0, "patch origins are multiples of this (0: the model's; "
+                               "16, or its size_multiple metadata where larger)")
     max_batch: int = _option("--max-batch", int, 16, "most patches per backend batch")
     max_delay_ms: float = _option("--max-delay-ms", float, 5.0, "longest wait for a batch to fill")
     queue_size: int = _option("--queue-size", int, 512, "most patches waiting for the backend")
@@ -141,9 +141,9 @@ class Config:
         side = CPU_PATCH_SIZE if text in ("auto", "tile") else int(text)
         checks = [
             (side >= 16 and side % 16 == 0, "--patch-size: must be a positive multiple of 16"),
-            (self.patch_align >= 1 and side % self.patch_align == 0,
+            (self.patch_align >= 0 and side % max(self.patch_align, 1) == 0,
              "--patch-align: must divide --patch-size"),
-            (0 <= self.patch_overlap <= side - self.patch_align,
+            (0 <= self.patch_overlap <= side - max(self.patch_align, 1),
              "--patch-overlap: must be >= 0 and at most --patch-size minus --patch-align"),
             (self.max_batch >= 1, "--max-batch: must be >= 1"),
             (self.workers >= 1 and (self.workers == 1 or self.port != 0),

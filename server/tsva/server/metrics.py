@@ -1,10 +1,13 @@
 """Prometheus metrics of the gateway, served on their own HTTP port (prometheus-client).
 
-All names start with tsva_. The default registry also carries process_* metrics (RSS, CPU).
+All names start with tsva_. Metrics live on the registry they are given (no global default, so
+two gateways or tests in one process never share counters); the gateway serves prometheus-client's
+default REGISTRY, which also carries process_* metrics (RSS, CPU). With `--workers N` each worker's
+values go to files in PROMETHEUS_MULTIPROC_DIR whatever the registry, summed by the supervisor.
 """
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # Tile latencies of a 2-core CPU (seconds per tile) up to a busy GPU node's (milliseconds).
 TILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60)
@@ -16,7 +19,7 @@ OK = "ok"
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry = REGISTRY):
+    def __init__(self, registry: CollectorRegistry):
         self.registry = registry
         self.tiles = Counter("tsva_tiles", "Tiles answered, by outcome (ok or the gRPC status name)",
                              ["outcome"], registry=registry)
@@ -58,6 +61,6 @@ class Metrics:
             self.tiles.labels(outcome)  # export every outcome from the start, at 0
 
 
-def serve_metrics(host: str, port: int, registry: CollectorRegistry = REGISTRY):
+def serve_metrics(host: str, port: int, registry: CollectorRegistry):
     """Starts the /metrics HTTP server in a daemon thread; returns (server, thread)."""
     return start_http_server(port, addr=host, registry=registry)

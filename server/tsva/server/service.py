@@ -1,4 +1,6 @@
-"""The grpc.aio servicer of tsva.v1.VirtualAutofocus: a thin translation to the pipeline.
+"""The grpc.aio servicer of tsva.v1.VirtualAutofocus: a thin translation to the pipeline
+(tsva.server.translate: protobuf <-> the data plane's types), with the limits of
+tsva.server.admission.
 
 Status codes come from errors.status_of only. Requests arrive as bytes and are parsed here
 (tsva.server.wire), so a message that does not parse is answered INVALID_ARGUMENT like any other bad
@@ -14,7 +16,8 @@ import logging
 
 import grpc
 
-from tsva.server.config import Config
+from tsva.server import translate
+from tsva.server.admission import Admission
 from tsva.server.errors import Overloaded, outcome_label, status_of
 from tsva.server.memory import IdleTrimmer
 from tsva.server.metrics import Metrics
@@ -53,9 +56,8 @@ def _ids_of(exc: BaseException, request) -> tuple[str, str]:
 
 
 class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
-    def __init__(self, config: Config, pipeline: Pipeline, metrics: Metrics, metadata: dict[str, str]):
-        self.config, self.pipeline, self.metrics, self.metadata = config, pipeline, metrics, metadata
-        self._streams = 0
+    def __init__(self, pipeline: Pipeline, metrics: Metrics, admission: Admission):
+        self.pipeline, self.metrics, self.admission = pipeline, metrics, admission
         self._trimmer = IdleTrimmer()  # gives a burst's memory back once no tile is in work
 
     def _count(self, code: grpc.StatusCode | None) -> None:
@@ -66,7 +68,7 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
         try:
             with self._trimmer.working():
                 request = parse(raw, pb.FuseRequest)
-                response = await self.pipeline.fuse(request)
+                response = translate.fuse_reply(await self.pipeline.fuse(translate.tile_pair(request)))
         except asyncio.CancelledError:
             self._count(_cancel_code(context))
             raise
@@ -78,16 +80,13 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
         return response
 
     async def FuseTiles(self, request_iterator, context: grpc.aio.ServicerContext):
-        if self._streams >= self.config.max_streams:
-            code, message = status_of(Overloaded(
-                f"{self._streams} FuseTiles streams open, the limit is {self.config.max_streams}; retry later"))
-            await context.abort(code, message)
-        self._streams += 1
+        try:
+            stream = self.admission.open_stream()
+        except Overloaded as exc:  # --max-streams are open: RESOURCE_EXHAUSTED
+            await context.abort(*status_of(exc))
+            return
         self.metrics.inflight_streams.inc()
         results: asyncio.Queue = asyncio.Queue()
-        # A window place is taken before a request is read on and given back only once its reply
-        # has been handed to gRPC (below, after the yield): unread replies stop the reading.
-        window = asyncio.Semaphore(self.config.stream_window)
         tiles: set[asyncio.Task] = set()
 
         async def handle(raw: bytes, slot) -> None:
@@ -95,7 +94,8 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
             try:
                 with self._trimmer.working():
                     request = parse(raw, pb.FuseRequest)
-                    response = await self.pipeline.fuse(request, slot=slot)
+                    tile = await self.pipeline.fuse(translate.tile_pair(request), slot=slot)
+                    response = translate.fuse_reply(tile)
                 self._count(None)
             except asyncio.CancelledError:
                 self._count(_cancel_code(context))
@@ -115,12 +115,7 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
                 async for raw in request_iterator:
                     # Hold this request (and read no further) until the stream's window and a
                     # gateway-wide tile slot are free: at most one waiting request per stream.
-                    await window.acquire()
-                    try:
-                        slot = await self.pipeline.admit()
-                    except BaseException:
-                        window.release()
-                        raise
+                    slot = await stream.admit_request()
                     task = asyncio.create_task(handle(raw, slot))
                     task.add_done_callback(lambda _, slot=slot: slot.release())
                     tiles.add(task)
@@ -142,20 +137,20 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
                 if isinstance(item, Exception):
                     raise item
                 yield item  # resumes once gRPC has taken the message (its write completed)
-                window.release()
+                stream.reply_taken()
         finally:
             reader.cancel()
             for task in list(tiles):
                 task.cancel()
             await asyncio.gather(reader, *tiles, return_exceptions=True)
-            self._streams -= 1
+            stream.close()
             self.metrics.inflight_streams.dec()
 
     async def FindFocus(self, raw: bytes, context: grpc.aio.ServicerContext):
         request = None
         try:
             request = parse(raw, pb.FindFocusRequest)
-            return await self.pipeline.find_focus(request)
+            return translate.find_focus_reply(await self.pipeline.find_focus(translate.focus_survey(request)))
         except Exception as exc:
             tile_id = _ids_of(exc, request)[0]
             await context.abort(*status_of(exc, tile_id or None))
@@ -163,7 +158,7 @@ class VirtualAutofocusService(pb_grpc.VirtualAutofocusServicer):
     async def GetInfo(self, raw: bytes, context: grpc.aio.ServicerContext):
         try:
             parse(raw, pb.GetInfoRequest)
-            return self.pipeline.info(self.metadata)
+            return translate.info_reply(self.pipeline.info())
         except Exception as exc:
             await context.abort(*status_of(exc))
 
