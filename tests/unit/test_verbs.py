@@ -11,6 +11,7 @@ import importlib
 import sys
 import types
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import grpc
 import pytest
@@ -36,6 +37,16 @@ def test_every_product_verb_is_registered_by_its_distribution():
         module = importlib.import_module(entry.module)
         assert isinstance(module.HELP, str) and module.HELP and "\n" not in module.HELP, verb
         assert callable(module.add_arguments) and callable(module.run), verb
+
+
+def test_the_tsva_command_comes_with_tsva_common():
+    """`tsva` is tsva-common's script: every install (gateway only, training only) has it."""
+    from importlib.metadata import distribution
+
+    for name in ("tsva-common", "tsva-client", "tsva-server", "tsva-export"):
+        scripts = {e.name: e.value for e in distribution(name).entry_points if e.group == "console_scripts"}
+        assert scripts == ({"tsva": "tsva.common.cli:main"} if name == "tsva-common" else {}), name
+    assert (Path(sys.executable).parent / "tsva").exists()
 
 
 def test_listing_shows_every_verb_with_its_help(capsys):
