@@ -16,16 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tsva.common.errors import Failed
+from tsva.common.model_repository import source_tree
 
 DEFAULT_FILE = "docker-compose.yml"
 # The rule of every verb (docs/cli.md, "Where files are found"): files the project ships come from
-# the checkout `tsva` was installed from (server/tsva/server/stack.py -> the checkout's root), in
-# any current folder; without a checkout (an install from a wheel), from the current folder.
-_CHECKOUT_FILE = Path(__file__).resolve().parents[3] / DEFAULT_FILE
+# the checkout `tsva` was installed from (its PEP 610 install record, as for the model repository),
+# in any current folder; without a checkout (an install from a wheel), from the current folder.
 
 
 def default_compose_file() -> Path:
-    return _CHECKOUT_FILE if _CHECKOUT_FILE.is_file() else Path(DEFAULT_FILE)
+    tree = source_tree()
+    checkout_file = tree / DEFAULT_FILE if tree is not None else None
+    return checkout_file if checkout_file is not None and checkout_file.is_file() else Path(DEFAULT_FILE)
+
+
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
