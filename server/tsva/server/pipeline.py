@@ -55,9 +55,9 @@ class Pipeline:
                  admission: Admission, *, metadata: dict[str, str] | None = None, encoder: Encoder = keep_pixels):
         self.config, self.backend, self.batcher, self.metrics = config, backend, batcher, metrics
         self.admission, self.encoder = admission, encoder
-        self.metadata = dict(metadata if metadata is not None else backend.model_info().metadata)
-        self.model = ModelMetadata.from_props(self.metadata)
-        self.focus_qc = GatewayFocusQC(lambda: self.model, metrics)
+        self.metadata = dict(metadata if metadata is not None else backend.model_info().metadata)  # as stored
+        self.model_metadata = ModelMetadata.from_props(self.metadata)
+        self.focus_qc = GatewayFocusQC(lambda: self.model_metadata, metrics)
         # The patch plan and the tensors' form follow the served model (read at backend start).
         model = backend.model_info()
         self.contract = model.contract
@@ -90,7 +90,7 @@ class Pipeline:
 
     def _check_pixel_size(self, pixel_size_um: float) -> None:
         """A tile of another magnification would be fused with the wrong blur: refused."""
-        model = self.model.optics.pixel_size_um or 0.0
+        model = self.model_metadata.optics.pixel_size_um or 0.0
         if not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
             raise InvalidRequest(f"pixel_size_um: {pixel_size_um} is not a positive number")
         if model > 0 and abs(pixel_size_um - model) > PIXEL_SIZE_TOLERANCE * model:
@@ -101,7 +101,7 @@ class Pipeline:
         """The pair's dD for a defocus-conditioned model, clamped to the dD values it was trained
         for (the focus QC flags a pair outside them for rescan, with the reason)."""
         dd = abs(pair.defocus_b_um - pair.defocus_a_um) / 2
-        trained = self.model.optics.defocus_um
+        trained = self.model_metadata.optics.defocus_um
         return float(min(max(dd, min(trained)), max(trained))) if trained else float(dd)
 
     async def _fuse(self, pair: TilePair, received: float) -> FusedTile:
@@ -194,7 +194,7 @@ class Pipeline:
         model = self.backend.model_info()
         return ServiceInfo(
             service_version=tsva.server.__version__, model_name=model.name, model_version=model.version,
-            backend=self.backend.name, optics=optics_of(self.model),
+            backend=self.backend.name, optics=optics_of(self.model_metadata),
             limits=ServiceLimits(max_tile_width=cfg.max_tile_width, max_tile_height=cfg.max_tile_height,
                                  max_batch_size=self.batcher.max_batch, max_message_bytes=cfg.max_message_bytes,
                                  max_concurrent_streams=self.admission.max_streams),
