@@ -153,3 +153,25 @@ def test_simulate_without_the_training_side_says_so_in_one_line(tmp_path, capsys
     status = cli.main(["scan", "--simulate", str(tmp_path / "x.png"), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1 and "tsva-export" in err
+
+
+def test_zstd_slide_in_threads_holds_the_fused_tiles(gateway, tmp_path):
+    pytest.importorskip("imagecodecs")
+    manifest = _manifest(tmp_path, 2, 2, (192, 160), 32)
+    out = tmp_path / "out"
+    done = _scan(manifest, "-o", out, "--server", gateway.address, "--compression", "zstd", "--write-threads", 3)
+    assert done.returncode == 0, done.stderr
+    _check_tiles_match_fused(gateway.address, tmp_path, out, ["r0c0", "r1c1"])
+    with tifffile.TiffFile(out / "slide.ome.tif") as ome, tifffile.TiffFile(out / "slide.tif") as generic:
+        assert ome.pages[0].compression == generic.pages[0].compression == tifffile.COMPRESSION.ZSTD
+        assert np.array_equal(ome.series[0].levels[0].asarray(), generic.pages[0].asarray())
+
+
+def test_a_compression_without_its_codec_is_refused_before_any_call(tmp_path, capsys, monkeypatch):
+    from tsva.common import cli
+    manifest = _manifest(tmp_path, 1, 1, (64, 64), 0)
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # as in a client install without the scan extra
+    status = cli.main(["scan", str(manifest), "-o", str(tmp_path / "o"), "--compression", "jpeg",
+                       "--server", "127.0.0.1:9"])  # nothing listens there: refused before connecting
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "imagecodecs" in err

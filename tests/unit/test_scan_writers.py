@@ -35,8 +35,8 @@ def written(tmp_path_factory):
         region = expected[tiles[i].y: tiles[i].y + TILE_H, tiles[i].x: tiles[i].x + TILE_W]
         region[mask] = images[i][mask]
     canvas.build_pyramid(2 * writers.TILE)
-    writers.write_ome_tiff(folder / "slide.ome.tif", canvas, 0.25, name="S", description="test; complete")
-    writers.write_generic_tiff(folder / "slide.tif", canvas, 0.25, description="test; complete")
+    writers.write_slides(folder / "slide.ome.tif", folder / "slide.tif", canvas, 0.25, name="S",
+                         description="test; complete", codec=writers.codec_for("deflate"), threads=2)
     return folder, tiles, layout, expected, canvas.levels
 
 
@@ -90,3 +90,80 @@ def test_unwritten_regions_read_as_white(tmp_path):
     canvas.put(10, 10, np.zeros((20, 30, 3), np.uint8), np.ones((20, 30), bool))
     band = canvas.band(0, 0, 80)
     assert (band[10:30, 10:40] == 0).all() and (band[:10] == 255).all() and (band[:, 50:] == 255).all()
+
+
+def test_both_files_hold_the_same_levels_and_pixels(written):
+    """Encoded once: the generic TIFF's levels are the OME-TIFF's, pixel for pixel, compressed bytes too."""
+    folder, _, _, _, levels = written
+    with tifffile.TiffFile(folder / "slide.ome.tif") as ome, tifffile.TiffFile(folder / "slide.tif") as generic:
+        ome_levels, pages = ome.series[0].levels, generic.pages
+        assert len(pages) == len(ome_levels) == len(levels)
+        for level, page in zip(ome_levels, pages):
+            assert np.array_equal(level.asarray(), page.asarray())
+            ome.filehandle.seek(level.keyframe.dataoffsets[0])
+            generic.filehandle.seek(page.dataoffsets[0])
+            assert ome.filehandle.read(page.databytecounts[0]) == generic.filehandle.read(page.databytecounts[0])
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threaded_encoder_puts_every_tile_where_it_belongs(tmp_path, monkeypatch, threads):
+    """Each 256-px tile a different flat colour (its index): any reordering by the threads shows."""
+    from tsva.client.scan import canvas as canvas_module
+    monkeypatch.setattr(canvas_module, "PYRAMID_BAND_BYTES", 40_000)  # pyramid bands of 10 rows: many, in threads
+    cols, rows = 5, 3
+    width, height = cols * writers.TILE - 100, rows * writers.TILE - 30  # partial edge tiles too
+    canvas = Canvas(tmp_path / "work", width, height, 3, create=True)
+    index = np.arange(rows * cols, dtype=np.uint8).reshape(rows, cols)
+    values = np.repeat(np.repeat(index, writers.TILE, 0), writers.TILE, 1)[:height, :width] * 7 + 5
+    image = np.stack([values, 255 - values, values // 2], axis=-1).astype(np.uint8)
+    canvas.put(0, 0, image, np.ones((height, width), bool))
+    canvas.build_pyramid(writers.TILE, threads)
+    codec = writers.codec_for("deflate")
+    tiles = list(writers.encoded_tiles(canvas, 0, codec, None, 1))
+    assert len(tiles) == rows * cols
+    writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.5, name="order",
+                         description="order", codec=codec, threads=threads)
+    with tifffile.TiffFile(tmp_path / "s.ome.tif") as tif:
+        assert np.array_equal(tif.series[0].levels[0].asarray(), image)
+        assert np.array_equal(tif.series[0].levels[1].asarray(), image[::2, ::2])  # flat 2x2 boxes: exact means
+    slide = openslide.OpenSlide(str(tmp_path / "s.tif"))
+    try:
+        assert np.array_equal(np.asarray(slide.read_region((0, 0), 0, (width, height)).convert("RGB")), image)
+    finally:
+        slide.close()
+
+
+@pytest.mark.parametrize("compression", ["zstd", "jpeg", "none"])
+def test_other_compressions_read_back_in_openslide_and_tifffile(tmp_path, compression):
+    pytest.importorskip("imagecodecs")
+    rng = np.random.default_rng(1)
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (10, 15, 3), dtype=np.uint8), 32, 0), 32, 1)  # 320x480
+    canvas = Canvas(tmp_path / "work", 480, 320, 3, create=True)
+    canvas.put(0, 0, smooth, np.ones((320, 480), bool))
+    canvas.build_pyramid(writers.TILE)
+    writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.25, name="c", description="c",
+                         codec=writers.codec_for(compression, quality=95), threads=2)
+    # What tifffile writes when it encodes the same pixels itself: the tiles encoded here must match its tags.
+    tifffile.imwrite(tmp_path / "ref.tif", smooth, tile=(writers.TILE, writers.TILE), photometric="rgb",
+                     compression=None if compression == "none" else compression,
+                     compressionargs={"level": 95} if compression == "jpeg" else None)
+    slide = openslide.OpenSlide(str(tmp_path / "s.tif"))
+    try:
+        region = np.asarray(slide.read_region((0, 0), 0, (480, 320)).convert("RGB")).astype(int)
+    finally:
+        slide.close()
+    with tifffile.TiffFile(tmp_path / "s.ome.tif") as tif:
+        level0 = tif.series[0].levels[0].asarray().astype(int)
+    assert np.array_equal(level0, tifffile.imread(tmp_path / "ref.tif"))
+    # JPEG is lossy (YCbCr 4:2:0: saturated 32-px squares of random colours bleed at their edges)
+    tolerance = 3 if compression == "jpeg" else 0
+    assert np.abs(region - smooth).mean() <= tolerance and np.abs(level0 - smooth).mean() <= tolerance
+    assert np.array_equal(region, level0)  # both files: the same encoded tiles
+
+
+def test_a_codec_that_needs_imagecodecs_is_refused_up_front(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # as in a client install without the scan extra
+    assert writers.codec_for("deflate").tiff == "zlib"  # deflate falls back on the standard library
+    with pytest.raises(ValueError, match="imagecodecs"):
+        writers.codec_for("jpeg")

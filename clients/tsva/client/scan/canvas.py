@@ -1,19 +1,51 @@
 """The slide's pixels on disk while it is scanned: one raw file per pyramid level in the work folder.
 
-Memory stays bounded by a band of rows, never the slide: tiles are written into level 0 where they
-land (positioned writes), the lower levels are each built from the level above, band by band, and
-the TIFF writers read bands back. Pixels are stored as 255 - value, so the never-written parts of
-the sparse file (tiles not answered yet) read as white glass. Because every tile's share of the
-slide is fixed by the layout, a resumed scan only writes the tiles still missing.
+Memory stays bounded by bands of rows, never the slide: tiles are written into level 0 where they
+land (positioned writes), the lower levels are each built from the level above, band by band (a
+few bands at a time, in threads), and the TIFF writers read bands back. Pixels are stored as
+255 - value, so the never-written parts of the sparse file (tiles not answered yet) read as white
+glass. Because every tile's share of the slide is fixed by the layout, a resumed scan only writes
+the tiles still missing.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import contextlib
 import os
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
+from PIL import Image
 
-BAND_ROWS = 256  # rows per band when building levels
+PYRAMID_BAND_BYTES = 8 << 20  # the rows of one pyramid task: memory bounded for any slide width
+
+
+def pool_of(threads: int):
+    """A pool of `threads` threads, or none (work inline) for one."""
+    if threads > 1:
+        return concurrent.futures.ThreadPoolExecutor(threads, "tsva-scan")
+    return contextlib.nullcontext()
+
+
+def ordered_map(pool, function: Callable, items: Iterable, ahead: int) -> Iterator:
+    """function(item) for each item, in order; with a pool, at most `ahead` items in flight (memory
+    stays bounded, the threads stay busy); without one, inline."""
+    if pool is None:
+        yield from map(function, items)
+        return
+    pending: collections.deque = collections.deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:  # the consumer stopped early (an error): drop what is still queued
+            future.cancel()
 
 
 class Canvas:
@@ -40,46 +72,58 @@ class Canvas:
         rows = np.flatnonzero(mask.any(axis=1))
         if not len(rows):
             return
-        inverted = 255 - tile
-        row_bytes = self.width * self.channels
-        for r in rows:
-            cols = np.flatnonzero(mask[r])
-            c0, c1 = int(cols[0]), int(cols[-1]) + 1
-            offset = (y + int(r)) * row_bytes + (x + c0) * self.channels
-            segment = inverted[r, c0:c1]
-            if c1 - c0 != len(cols):  # a seam crosses this row: keep the pixels that are not ours
+        owned = mask[rows]
+        first = owned.argmax(axis=1)  # each row's share runs from its first to its last owned pixel
+        last = owned.shape[1] - owned[:, ::-1].argmax(axis=1)
+        split = owned.sum(axis=1) != last - first  # a seam crosses the row: keep the pixels not ours
+        r0, c0, c1 = int(rows[0]), int(first.min()), int(last.max())
+        inverted = np.subtract(255, tile[r0: int(rows[-1]) + 1, c0:c1])  # the share's bounding box only
+        row_bytes, channels = self.width * self.channels, self.channels
+        offsets = ((y + rows) * row_bytes + (x + first) * channels).tolist()
+        for r, a, b, offset, crossed in zip((rows - r0).tolist(), (first - c0).tolist(), (last - c0).tolist(),
+                                             offsets, split.tolist()):
+            segment = inverted[r, a:b]  # contiguous: written without a copy
+            if crossed:
                 old = np.frombuffer(os.pread(self._fd, segment.nbytes, offset), np.uint8).reshape(segment.shape)
-                segment = np.where(mask[r, c0:c1, None], segment, old)
-            os.pwrite(self._fd, np.ascontiguousarray(segment).tobytes(), offset)
+                segment = np.where(mask[r + r0, a + c0: b + c0, None], segment, old)
+            os.pwrite(self._fd, segment, offset)
 
     def band(self, level: int, y: int, rows: int) -> np.ndarray:
         """Rows [y, y + rows) of `level` (clipped at the bottom) as pixel values."""
+        return 255 - self.stored_band(level, y, rows)
+
+    def stored_band(self, level: int, y: int, rows: int) -> np.ndarray:
+        """Rows [y, y + rows) of `level` (clipped at the bottom) as stored: 255 - value."""
         width, height = self.levels[level]
         rows = max(0, min(rows, height - y))
         row_bytes = width * self.channels
         with open(self.level_path(level), "rb") as f:
             f.seek(y * row_bytes)
             data = f.read(rows * row_bytes)
-        return 255 - np.frombuffer(data, np.uint8).reshape(rows, width, self.channels)
+        return np.frombuffer(data, np.uint8).reshape(rows, width, self.channels)
 
-    def build_pyramid(self, smallest: int) -> list[tuple[int, int]]:
-        """Levels 1.. by 2x2 averaging, until the level fits in `smallest` pixels both ways."""
+    def build_pyramid(self, smallest: int, threads: int = 1) -> list[tuple[int, int]]:
+        """Levels 1.. by 2x2 box means, until the level fits in `smallest` pixels both ways; bands of
+        rows reduced in `threads` threads (Pillow's reduce releases the GIL), written in order."""
         self.levels = self.levels[:1]
-        while max(self.levels[-1]) > smallest:
-            level = len(self.levels)
-            width, height = self.levels[-1]
-            new_w, new_h = (width + 1) // 2, (height + 1) // 2
-            with open(self.level_path(level), "wb") as out:
-                for y in range(0, height, 2 * BAND_ROWS):
-                    band = self.band(level - 1, y, 2 * BAND_ROWS).astype(np.uint16)
-                    if band.shape[0] % 2:
-                        band = np.concatenate([band, band[-1:]])
-                    if band.shape[1] % 2:
-                        band = np.concatenate([band, band[:, -1:]], axis=1)
-                    half = (band[0::2, 0::2] + band[1::2, 0::2] + band[0::2, 1::2] + band[1::2, 1::2] + 2) // 4
-                    out.write((255 - half.astype(np.uint8)).tobytes())
-            self.levels.append((new_w, new_h))
+        with pool_of(threads) as pool:
+            while max(self.levels[-1]) > smallest:
+                level = len(self.levels)
+                width, height = self.levels[-1]
+                rows = max(2, PYRAMID_BAND_BYTES // (width * self.channels) // 2 * 2)  # even: whole boxes
+                with open(self.level_path(level), "wb") as out:
+                    for data in ordered_map(pool, lambda y: self._reduced(level - 1, y, rows), range(0, height, rows),
+                                            ahead=threads + 1):
+                        out.write(data)
+                self.levels.append(((width + 1) // 2, (height + 1) // 2))
         return self.levels
+
+    def _reduced(self, level: int, y: int, rows: int) -> bytes:
+        """Rows [y, y + rows) of `level` halved both ways, as stored. Pillow's reduce works on the
+        stored values in integer arithmetic (a mean of 255 - v is 255 - the mean of v) and averages
+        the partial boxes of odd edges over the pixels they hold."""
+        band = self.stored_band(level, y, rows)
+        return Image.fromarray(band if self.channels > 1 else band[..., 0]).reduce(2).tobytes()
 
     def remove(self) -> None:
         self.close()

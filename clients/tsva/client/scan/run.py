@@ -4,7 +4,6 @@ the focus map and the summary. State is saved as tiles come back, so a scan that
 server gone) leaves a valid partial slide and `--resume` sends only the tiles still missing."""
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import math
 import shutil
@@ -43,9 +42,12 @@ class Outcome:
 
 class Scan:
     def __init__(self, slide: Slide, out: Path, *, window: int, compression: str, quality: int,
-                 resume: bool, simulator=None, progress: bool = True, keep_work: bool = False):
+                 resume: bool, simulator=None, progress: bool = True, keep_work: bool = False,
+                 write_threads: int | None = None):
         self.slide, self.out, self.window = slide, Path(out), window
         self.compression, self.quality, self.simulator = compression, quality, simulator
+        self.codec = writers.codec_for(compression, quality, slide.channels)  # a missing codec: exit 2, before any call
+        self.write_threads = write_threads
         self.progress, self.keep_work = progress, keep_work
         self.work = self.out / "work"
         self.layout = Layout(slide.tiles)
@@ -185,18 +187,12 @@ class Scan:
         partial = f"partial: {missing} of {len(rows)} tiles not fused (see qc.csv)" if missing else "complete"
         description = f"TSVA two-shot scan of {self.slide.source}; {partial}"
         write_started = time.process_time()
-        levels = self.canvas.build_pyramid(2 * writers.TILE)
+        threads = self.write_threads or writers.cpus()
+        levels = self.canvas.build_pyramid(2 * writers.TILE, threads)
         stem = self.out / "slide"
-        # The two files in two threads: compression releases the GIL.
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            jobs = [pool.submit(writers.write_ome_tiff, stem.with_suffix(".ome.tif"), self.canvas,
-                                self.slide.pixel_size_um, name=f"{self.slide.slide_id}{' (partial)' if missing else ''}",
-                                description=description, compression=self.compression, quality=self.quality),
-                    pool.submit(writers.write_generic_tiff, stem.with_suffix(".tif"), self.canvas,
-                                self.slide.pixel_size_um, description=description, compression=self.compression,
-                                quality=self.quality)]
-            for job in jobs:
-                job.result()
+        writers.write_slides(stem.with_suffix(".ome.tif"), stem.with_suffix(".tif"), self.canvas,
+                             self.slide.pixel_size_um, name=f"{self.slide.slide_id}{' (partial)' if missing else ''}",
+                             description=description, codec=self.codec, threads=threads)
         write_cpu = time.process_time() - write_started
         (self.out / "unanswered.txt").write_text("".join(f"{i}\n" for i in unanswered + failed))
         focus_note = report.write_focus_map(self.out / "focus_map.png", rows, self.slide.tiles, self.slide.width,

@@ -29,9 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the unfinished scan in DIR")
     parser.add_argument("--window", type=common.number_type(int, 1), default=8, metavar="N",
                         help="tiles in flight on the stream (default %(default)s)")
-    parser.add_argument("--compression", choices=("deflate", "jpeg", "none"), default="deflate",
-                        help="TIFF compression (default %(default)s, lossless; jpeg needs imagecodecs)")
+    parser.add_argument("--compression", choices=("deflate", "zstd", "jpeg", "none"), default="deflate",
+                        help="TIFF compression (default %(default)s, lossless; zstd: lossless, half the writing CPU, "
+                             "needs a reader with zstd; zstd and jpeg need imagecodecs)")
     parser.add_argument("--quality", type=common.number_type(int, 1), default=90, help="JPEG quality")
+    parser.add_argument("--write-threads", type=common.number_type(int, 1), metavar="N",
+                        help="threads that build the pyramid and encode the slide's tiles (default: the CPUs available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sim = parser.add_argument_group("--simulate")
@@ -80,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             slide = read_manifest(args.manifest)
         scan = Scan(slide, Path(args.output), window=args.window, compression=args.compression,
-                    quality=args.quality, resume=args.resume, simulator=simulator, progress=not args.no_progress)
+                    quality=args.quality, resume=args.resume, simulator=simulator, progress=not args.no_progress,
+                    write_threads=args.write_threads)
     except (ManifestError, ScanInputError, ValueError, OSError) as exc:
         # Worded as the input's own problem (`tsva scan: manifest.csv: row 3 ...`), before any call.
         prefix = f"{source}: " if isinstance(exc, ManifestError) else ""
