@@ -5,14 +5,23 @@
            process for a slide of ROWS x COLS tiles and one of 10x its area; the writer's CPU per MP.
   cmu      `tsva serve` with the shipped model + `tsva scan --simulate` of the CMU-1 region: tiles,
            wall time, MP/s, PSNR fused vs sharper shot, focus QC error.
+  writer   the writer alone, in process: a grid of ROWS x COLS tiles of 1224x1024 (64-px overlap) cut
+           from the CMU-1 region at 0.25 um/px (H&E; `--content noise`: random pixels, the worst case
+           for compression) placed on a canvas, the pyramid built and both TIFFs written, with each
+           compression and thread count: CPU-s per MP (process_time: all threads) and MP/s (wall).
+           `--baseline REV` runs the writer of that commit (its canvas.py and writers.py, taken with
+           `git show`) on the same tiles first, as the before (its run.py wrote the two files in two
+           threads, each encoding its own tiles: listed as threads 2).
 
     .venv/bin/python benchmarks/scan_slide.py memory --json runs/scan_memory.json
     .venv/bin/python benchmarks/scan_slide.py cmu --json runs/scan_cmu.json
+    .venv/bin/python benchmarks/scan_slide.py writer --baseline cda735e --json runs/scan_writer.json
 Prints one JSON object (with the load average beside the figures).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -144,6 +153,122 @@ def cmu(args) -> dict:
     return out
 
 
+def _loadavg() -> list[str]:
+    return open("/proc/loadavg").read().split()[:3]
+
+
+def _baseline(rev: str, folder: Path):
+    """The scan package's canvas.py and writers.py of commit `rev`, importable as one package."""
+    import importlib
+
+    package = folder / f"scan_{rev}"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in ("canvas", "writers"):
+        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:clients/tsva/client/scan/{name}.py"],
+                                check=True, capture_output=True, text=True).stdout
+        (package / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(folder))
+    return importlib.import_module(f"{package.name}.canvas"), importlib.import_module(f"{package.name}.writers")
+
+
+def _specimen_tiles(rows: int, cols: int, content: str):
+    """(tiles, width, height): 1224x1024 crops of the CMU-1 region at 0.25 um/px on a 64-px-overlap grid."""
+    from PIL import Image
+    from tsva.client.scan.manifest import Tile
+
+    w, h, overlap = 1224, 1024, 64
+    width, height = cols * (w - overlap) + overlap, rows * (h - overlap) + overlap
+    if content == "noise":
+        specimen = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    else:
+        image = Image.open(CMU).convert("RGB")
+        image = np.asarray(image.resize((2 * image.width, 2 * image.height), Image.BILINEAR))  # 0.5 -> 0.25 um/px
+        reps = (-(-height // image.shape[0]), -(-width // image.shape[1]), 1)
+        specimen = np.tile(image, reps)[:height, :width]  # repeated where the grid is larger than the region
+    tiles = [(Tile(r * cols + c + 1, f"r{r}c{c}", c * (w - overlap), r * (h - overlap), w, h),
+              specimen[r * (h - overlap): r * (h - overlap) + h, c * (w - overlap): c * (w - overlap) + w])
+             for r in range(rows) for c in range(cols)]
+    return tiles, width, height
+
+
+def _measure(function) -> tuple[float, float, float]:
+    """(CPU seconds of all threads, wall seconds, CPU seconds of the calling thread: the serial part)."""
+    cpu, wall, own = time.process_time(), time.perf_counter(), time.thread_time()
+    function()
+    return time.process_time() - cpu, time.perf_counter() - wall, time.thread_time() - own
+
+
+def writer(args) -> dict:
+    from tsva.client.scan import canvas as canvas_now
+    from tsva.client.scan import writers as writers_now
+    from tsva.client.scan.layout import Layout
+
+    tiles, width, height = _specimen_tiles(args.rows, args.cols, args.content)
+    mp, placed_mp = width * height / 1e6, sum(t.width * t.height for t, _ in tiles) / 1e6
+    layout = Layout([t for t, _ in tiles])
+    masks = [layout.owned(i) for i in range(len(tiles))]
+    out: dict = {"content": args.content, "slide": f"{width}x{height}", "megapixels": round(mp, 2),
+                 "cpus": writers_now.cpus(), "runs": []}
+    with tempfile.TemporaryDirectory(prefix="tsva-writer-bench-") as tmp:
+        tmp = Path(tmp)
+        versions = [("after", canvas_now, writers_now)]
+        if args.baseline:
+            versions.insert(0, ("before", *_baseline(args.baseline, tmp)))
+        for label, canvas_module, writers_module in versions:
+            canvas = canvas_module.Canvas(tmp / f"work_{label}", width, height, 3, create=True)
+
+            def place():
+                for (t, image), mask in zip(tiles, masks):
+                    canvas.put(t.x, t.y, image, mask)
+
+            load = _loadavg()
+            place_cpu, _, _ = _measure(place)
+            out[label] = {"place_cpu_s_per_mp": round(place_cpu / placed_mp, 4), "loadavg": load}
+            # The before wrote the two files in two threads, each encoding its own tiles (its run.py).
+            for threads in (args.threads if label == "after" else [2]):
+                if label == "after":
+                    pyramid = lambda: canvas.build_pyramid(2 * writers_module.TILE, threads)  # noqa: E731
+                else:
+                    pyramid = lambda: canvas.build_pyramid(2 * writers_module.TILE)  # noqa: E731
+                pyramid_cpu, pyramid_wall, pyramid_own = _measure(pyramid)
+                key = f"pyramid_cpu_s_per_mp_{threads}_threads" if label == "after" else "pyramid_cpu_s_per_mp"
+                out[label][key] = round(pyramid_cpu / mp, 4)
+                for compression in args.compressions:
+                    if label == "before" and compression not in ("deflate", "jpeg", "none"):
+                        continue
+                    ome, generic = tmp / f"{label}.ome.tif", tmp / f"{label}.tif"
+                    if label == "before":
+                        def write():
+                            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                                jobs = [pool.submit(writers_module.write_ome_tiff, ome, canvas, 0.25, name="bench",
+                                                    description="bench", compression=compression, quality=args.quality),
+                                        pool.submit(writers_module.write_generic_tiff, generic, canvas, 0.25,
+                                                    description="bench", compression=compression, quality=args.quality)]
+                                for job in jobs:
+                                    job.result()
+                    else:
+                        codec = writers_module.codec_for(compression, args.quality)
+
+                        def write():
+                            writers_module.write_slides(ome, generic, canvas, 0.25, name="bench", description="bench",
+                                                        codec=codec, threads=threads)
+                    load = _loadavg()
+                    cpu, wall, own = _measure(write)
+                    total_cpu, total_wall = cpu + pyramid_cpu, wall + pyramid_wall  # what `tsva scan` pays at the end
+                    out["runs"].append({
+                        "code": label, "compression": compression, "threads": threads,
+                        "writer_cpu_s_per_mp": round(total_cpu / mp, 4),
+                        "encode_write_cpu_s_per_mp": round(cpu / mp, 4),
+                        "main_thread_cpu_s_per_mp": round((own + pyramid_own) / mp, 4),
+                        "mp_per_cpu_s": round(mp / total_cpu, 1), "wall_mp_per_s": round(mp / total_wall, 1),
+                        "file_mb": round(ome.stat().st_size / 1e6, 1), "loadavg": load})
+                    print(json.dumps(out["runs"][-1]), file=sys.stderr)
+            canvas.remove()
+    out["loadavg_after"] = _loadavg()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -156,10 +281,18 @@ def main() -> None:
     c.add_argument("--out", type=Path, default=ROOT / "runs" / "scan_cmu")
     c.add_argument("--dd", type=float, default=1.0)
     c.add_argument("--max-tiles", type=int)
-    for p in (m, c):
+    w = sub.add_parser("writer")
+    w.add_argument("--rows", type=int, default=6)
+    w.add_argument("--cols", type=int, default=4)
+    w.add_argument("--content", choices=("he", "noise"), default="he")
+    w.add_argument("--compressions", nargs="+", default=["deflate", "zstd", "jpeg", "none"])
+    w.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    w.add_argument("--quality", type=int, default=90)
+    w.add_argument("--baseline", metavar="REV", help="also run the writer of this commit, first")
+    for p in (m, c, w):
         p.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = memory(args) if args.what == "memory" else cmu(args)
+    result = {"memory": memory, "cmu": cmu, "writer": writer}[args.what](args)
     print(json.dumps(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
