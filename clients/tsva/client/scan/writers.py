@@ -8,7 +8,7 @@
 Both hold the same pixels, encoded once: the tiles are compressed in a pool of threads (the codecs
 release the GIL), in order, a bounded number ahead, into the OME-TIFF; the generic TIFF then takes
 the OME-TIFF's compressed tiles as they are (same levels, tile size and order), so its cost is a copy.
-Deflate (lossless) needs nothing more (libdeflate from imagecodecs when installed: 2.5x zlib's
+Deflate (lossless) needs nothing more (libdeflate from imagecodecs when installed: 2.4x zlib's
 speed at the same size); zstd (lossless, 4x cheaper again) and JPEG need imagecodecs.
 """
 from __future__ import annotations
