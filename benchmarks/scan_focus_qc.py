@@ -2,11 +2,13 @@
 
 Pairs: the project's optics simulator (tsva-export) with the shipped model's optics and section
 (NA 0.75, 0.25 um/px, 4-um section in 5 layers, sensor noise), tissue crops of an H&E image,
-n uniform in [-N, N], dD drawn from the trained values. The estimator is the gateway's
-(tsva.server.focus_qc), fed the shots and their offsets as a FuseRequest carries them.
+n uniform in [-N, N], dD drawn from the trained values, tiles of a scanner's 1224x1024 by default.
+The estimator is the gateway's (tsva.server.focus_qc), fed the shots and their offsets as a
+FuseRequest carries them. --windows and --prior set the estimator's window count and prior weight
+(the gateway's are the defaults), to compare settings on the same pairs.
 
-    .venv/bin/python benchmarks/scan_focus_qc.py --pairs 200 --json runs/focus_qc.json \
-        --figure docs/figures/focus_qc.png
+    .venv/bin/python benchmarks/scan_focus_qc.py --pairs 150 --seed 13 --cache runs/qc_tiles_eval2.npz \
+        --json runs/focus_qc.json --figure docs/images/focus_qc.png
 
 Prints one JSON object: median |error| for |n| <= 2 um, the rescan flag rates for |n| > 2.5 um
 and |n| < 1.5 um, the estimator's CPU time per tile, and the load average.
@@ -24,7 +26,7 @@ import numpy as np
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "he" / "cmu1_small_region_0.5um.png"
 
 
-def make_pairs(image_path: Path, count: int, size: int, n_max: float, seed: int):
+def make_pairs(image_path: Path, count: int, size: "int | tuple[int, int]", n_max: float, seed: int):
     from tsva.export import optics as op
     from tsva.export.textures import pixel_size_from_name, read_image, rescale_to
 
@@ -33,10 +35,11 @@ def make_pairs(image_path: Path, count: int, size: int, n_max: float, seed: int)
     image = rescale_to(image, pixel_size_from_name(image_path, 0.5), optics.pixel_size_um)
     depths = np.linspace(-0.5, 0.5, sample.layers) * sample.thickness_um
     rng = np.random.default_rng(seed)
+    height, width = (size, size) if isinstance(size, int) else size
     shots_a, shots_b, meta = [], [], []
     while len(meta) < count:
-        y, x = rng.integers(0, image.shape[0] - size), rng.integers(0, image.shape[1] - size)
-        texture = image[y: y + size, x: x + size].astype(np.float64)
+        y, x = rng.integers(0, image.shape[0] - height), rng.integers(0, image.shape[1] - width)
+        texture = image[y: y + height, x: x + width].astype(np.float64)
         if texture.mean() > 0.85:  # blank glass: no estimate is expected there
             continue
         n = round(float(rng.uniform(-n_max, n_max)) / 0.05) * 0.05  # the PSF cache's step
@@ -47,6 +50,14 @@ def make_pairs(image_path: Path, count: int, size: int, n_max: float, seed: int)
         a, b = (np.round(p * 255).astype(np.uint8) for p in pair)
         shots_a.append(a), shots_b.append(b), meta.append((n, dd))
     return np.stack(shots_a), np.stack(shots_b), np.array(meta)
+
+
+def tile_size(text: str) -> "int | tuple[int, int]":
+    """256 -> 256 (square); 1224x1024 -> (1024, 1224) as (height, width)."""
+    if "x" in text.lower():
+        width, height = (int(v) for v in text.lower().split("x"))
+        return height, width
+    return int(text)
 
 
 def evaluate(shots_a, shots_b, meta, crop: int):
@@ -116,11 +127,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--pairs", type=int, default=200)
-    parser.add_argument("--size", type=int, default=256, help="side of the simulated tiles (px)")
+    parser.add_argument("--size", type=tile_size, default=(1024, 1224),
+                        help="simulated tiles: a side (px, square) or WIDTHxHEIGHT, e.g. 1224x1024 (a scanner's tile)")
     parser.add_argument("--crop", type=int, default=256, help="the estimator's crop (px)")
     parser.add_argument("--n-max", type=float, default=3.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, help="npz of the pairs: reused when it exists")
+    parser.add_argument("--windows", type=int, help="windows of a tile the fit sums (default: the gateway's)")
+    parser.add_argument("--prior", type=float, help="weight of the focus prior (default: the gateway's)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--figure", type=Path)
     args = parser.parse_args()
@@ -131,9 +145,15 @@ def main() -> None:
         shots_a, shots_b, meta = make_pairs(args.image, args.pairs, args.size, args.n_max, args.seed)
         if args.cache:
             np.savez(args.cache, a=shots_a, b=shots_b, meta=meta)
+    from tsva.server import focus_qc
+    if args.windows is not None:
+        focus_qc.MAX_WINDOWS = args.windows
+    if args.prior is not None:
+        focus_qc.PRIOR_WEIGHT = args.prior
     rows = evaluate(shots_a, shots_b, meta, args.crop)
     summary = summarise(rows)
-    summary.update(size=args.size, crop=args.crop, n_max=args.n_max, seed=args.seed)
+    summary.update(size=args.size, crop=args.crop, n_max=args.n_max, seed=args.seed,
+                   windows=focus_qc.MAX_WINDOWS, prior=focus_qc.PRIOR_WEIGHT)
     print(json.dumps(summary))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -81,3 +81,25 @@ def test_optics_from_metadata_reads_the_trained_range_and_section():
     assert optics.focus_range_um == 2.0 and optics.defocus_um[-1] == 3.0
     assert list(optics.layer_depths_um) == [-2.0, -1.0, 0.0, 1.0, 2.0]
     assert FocusOptics.from_metadata({"optics.defocus_um": "1"}) is None
+
+
+def test_ring_spectra_of_a_window_stack_are_the_sums_of_each_windows_full_plane_rings():
+    """The batched half-plane spectra equal, window by window, ring sums of the full 2-D FFT."""
+    rng = np.random.default_rng(3)
+    size, channels = 64, 3
+    a, b = rng.random((2, 4, channels, size, size))
+    got = focus_qc.ring_spectra(a, b, channels)
+    k1 = np.fft.fftfreq(size) * size
+    rings = np.rint(np.hypot(k1[:, None], k1[None, :])).astype(int).ravel()
+    inside = rings < size // 2
+    window = np.hanning(size)[:, None] * np.hanning(size)[None, :]
+    want = np.zeros_like(got)
+    for w in range(4):
+        fa, fb = (np.fft.fft2((x[w] - x[w].mean(axis=(1, 2), keepdims=True)) * window).reshape(channels, -1)
+                  for x in (a, b))
+        for i, power in enumerate(((fa * fa.conj()).real, (fb * fb.conj()).real, (fa * fb.conj()).real)):
+            for c in range(channels):
+                want[i, c] += np.bincount(rings[inside], power[c][inside], size // 2)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-8)
+    single = focus_qc.ring_spectra(a[0].transpose(1, 2, 0), b[0].transpose(1, 2, 0), channels)
+    np.testing.assert_allclose(single, focus_qc.ring_spectra(a[:1], b[:1], channels), rtol=1e-12)
