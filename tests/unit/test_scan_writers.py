@@ -167,3 +167,32 @@ def test_a_codec_that_needs_imagecodecs_is_refused_up_front(monkeypatch):
     assert writers.codec_for("deflate").tiff == "zlib"  # deflate falls back on the standard library
     with pytest.raises(ValueError, match="imagecodecs"):
         writers.codec_for("jpeg")
+
+
+@pytest.mark.parametrize("failing", ["write_ome_tiff", "write_generic_tiff"])
+def test_either_file_failing_stops_both_writers_with_its_error(tmp_path, monkeypatch, failing):
+    """The generic TIFF is written by a second thread from a bounded queue: a failure on either side
+    (a full disk) must end the other side too and raise, never leave a thread waiting."""
+    import threading
+    canvas = Canvas(tmp_path / "work", 1024, 768, 3, create=True)  # 12 tiles at level 0
+    canvas.build_pyramid(writers.TILE)
+
+    def fails_after_two(path, canvas, pixel_size_um, levels, codec, **kwargs):
+        tiles = levels[0]
+        next(tiles), next(tiles)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writers, failing, fails_after_two)
+    errors = []
+
+    def write():
+        try:
+            writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.25, name="f", description="f",
+                                 codec=writers.codec_for("deflate"), threads=2)
+        except OSError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and len(errors) == 1 and "No space" in str(errors[0])

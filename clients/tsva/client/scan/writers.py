@@ -6,14 +6,18 @@
   not read OME SubIFD pyramids).
 
 Both hold the same pixels, encoded once: the tiles are compressed in a pool of threads (the codecs
-release the GIL), in order, a bounded number ahead, into the OME-TIFF; the generic TIFF then takes
-the OME-TIFF's compressed tiles as they are (same levels, tile size and order), so its cost is a copy.
+release the GIL), in order, a bounded number ahead, and each encoded tile goes into both files (same
+levels, tile size and order): the OME-TIFF written in the calling thread, the generic TIFF in a
+second one fed through a bounded queue.
 Deflate (lossless) needs nothing more (libdeflate from imagecodecs when installed: 2.4x zlib's
 speed at the same size); zstd (lossless, 4x cheaper again) and JPEG need imagecodecs.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import queue
+import threading
 import zlib
 from dataclasses import dataclass
 from functools import partial
@@ -135,25 +139,6 @@ def write_generic_tiff(path: Path, canvas: Canvas, pixel_size_um: float, levels:
                       metadata=None, **_options(canvas, codec))
 
 
-def copied_tiles(path: Path) -> list[Iterator[bytes]]:
-    """The compressed tiles of a written OME-TIFF, level by level, in order, read as needed."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        segments = [(np.asarray(lv.keyframe.dataoffsets), np.asarray(lv.keyframe.databytecounts))
-                    for lv in tif.series[0].levels]
-
-    def read(offsets, counts):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for offset, count in zip(offsets.tolist(), counts.tolist()):
-                yield os.pread(fd, count, offset)
-        finally:
-            os.close(fd)
-
-    return [read(offsets, counts) for offsets, counts in segments]
-
-
 def cpus() -> int:
     """The CPUs this process may run on (its affinity where the platform says)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -162,10 +147,44 @@ def cpus() -> int:
 def write_slides(ome_path: Path, generic_path: Path, canvas: Canvas, pixel_size_um: float, *, name: str,
                  description: str, codec: Codec, threads: int | None = None) -> None:
     """Both slides from the canvas (its pyramid built): each tile encoded once, in `threads` threads
-    (default: the CPUs this process may use), into the OME-TIFF; the generic TIFF copies its tiles."""
+    (default: the CPUs this process may use), and written into the OME-TIFF here and into the
+    generic TIFF by a second thread, handed over through a bounded queue."""
     threads = threads or cpus()
-    with pool_of(threads) as pool:
-        levels = [encoded_tiles(canvas, level, codec, pool, AHEAD_PER_THREAD * threads)
+    handoff: queue.Queue = queue.Queue(maxsize=AHEAD_PER_THREAD * threads)
+    failed = threading.Event()
+
+    def forked(tiles: Iterator[bytes]) -> Iterator[bytes]:
+        for tile in tiles:
+            while True:
+                if generic.done():  # its writer failed (it ends only after the last tile): its error, here
+                    generic.result()
+                    raise RuntimeError("the generic TIFF's writer stopped early")
+                try:
+                    handoff.put(tile, timeout=0.1)
+                    break
+                except queue.Full:
+                    pass
+            yield tile
+
+    def taken(count: int) -> Iterator[bytes]:
+        for _ in range(count):
+            while True:
+                try:
+                    yield handoff.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if failed.is_set():  # the OME-TIFF's writer failed: stop waiting
+                        raise RuntimeError("the OME-TIFF's writer stopped early") from None
+
+    counts = [-(-height // TILE) * -(-width // TILE) for width, height in canvas.levels]
+    with pool_of(threads) as pool, concurrent.futures.ThreadPoolExecutor(1, "tsva-generic-tiff") as second:
+        generic = second.submit(write_generic_tiff, generic_path, canvas, pixel_size_um,
+                                [taken(count) for count in counts], codec, description=description)
+        levels = [forked(encoded_tiles(canvas, level, codec, pool, AHEAD_PER_THREAD * threads))
                   for level in range(len(canvas.levels))]
-        write_ome_tiff(ome_path, canvas, pixel_size_um, levels, codec, name=name, description=description)
-    write_generic_tiff(generic_path, canvas, pixel_size_um, copied_tiles(ome_path), codec, description=description)
+        try:
+            write_ome_tiff(ome_path, canvas, pixel_size_um, levels, codec, name=name, description=description)
+        except BaseException:
+            failed.set()
+            raise
+        generic.result()
