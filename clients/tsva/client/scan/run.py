@@ -43,11 +43,12 @@ class Outcome:
 class Scan:
     def __init__(self, slide: Slide, out: Path, *, window: int, compression: str, quality: int,
                  resume: bool, simulator=None, progress: bool = True, keep_work: bool = False,
-                 write_threads: int | None = None):
+                 write_threads: int | None = None, dicom: bool = False):
         self.slide, self.out, self.window = slide, Path(out), window
         self.compression, self.quality, self.simulator = compression, quality, simulator
         self.codec = writers.codec_for(compression, quality, slide.channels)  # a missing codec: exit 2, before any call
         self.write_threads = write_threads
+        self.dicom = _dicom_writer() if dicom else None  # a missing extra: exit 2, before any call
         self.progress, self.keep_work = progress, keep_work
         self.work = self.out / "work"
         self.layout = Layout(slide.tiles)
@@ -194,6 +195,12 @@ class Scan:
                              self.slide.pixel_size_um, name=f"{self.slide.slide_id}{' (partial)' if missing else ''}",
                              description=description, codec=self.codec, threads=threads)
         write_cpu = time.process_time() - write_started
+        dicom_folder = None
+        if self.dicom is not None:  # the DICOM WSI series, from the OME-TIFF just written
+            dicom_folder, dicom_started = self.out / self.dicom.FOLDER, time.process_time()
+            self.dicom.write_series(stem.with_suffix(".ome.tif"), dicom_folder,
+                                    self.dicom.header(self.slide, description, partial=bool(missing)), threads=threads)
+            dicom_cpu = time.process_time() - dicom_started
         (self.out / "unanswered.txt").write_text("".join(f"{i}\n" for i in unanswered + failed))
         focus_note = report.write_focus_map(self.out / "focus_map.png", rows, self.slide.tiles, self.slide.width,
                                             self.slide.height, self.slide.pixel_size_um, self._limit())
@@ -211,6 +218,8 @@ class Scan:
             "place_cpu_s_per_mp": round(self.state.get("place_cpu_s", 0.0) / max(answered_px / 1e6, 1e-9), 4),
             "status": partial,
         }
+        if dicom_folder is not None:
+            summary.update(dicom=str(dicom_folder), dicom_cpu_s=round(dicom_cpu, 3))
         if broken:
             summary["stream_error"] = broken
         if self.simulator is not None and self.psnr.pixels:
@@ -237,6 +246,14 @@ class Scan:
 
     def _limit(self) -> float:
         return self.state.get("focus_range_um", 0.0)
+
+
+def _dicom_writer():
+    try:
+        from . import dicom
+    except ModuleNotFoundError as exc:
+        raise ScanInputError(f"--dicom needs {exc.name}: pip install 'tsva-client[dicom]'") from None
+    return dicom
 
 
 def _progress(total: int, enabled: bool):

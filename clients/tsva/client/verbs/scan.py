@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TIFF compression (default %(default)s, lossless; zstd: lossless, half the writing CPU, "
                              "needs a reader with zstd; zstd and jpeg need imagecodecs)")
     parser.add_argument("--quality", type=common.number_type(int, 1), default=90, help="JPEG quality")
+    parser.add_argument("--dicom", action="store_true",
+                        help="also write the slide as a DICOM WSI series into DIR/dicom/ (JPEG tiles copied, lossless "
+                             "ones as JPEG 2000 lossless; needs tsva-client[dicom])")
     parser.add_argument("--write-threads", type=common.number_type(int, 1), metavar="N",
                         help="threads that build the pyramid and encode the slide's tiles (default: the CPUs available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             slide = read_manifest(args.manifest)
         scan = Scan(slide, Path(args.output), window=args.window, compression=args.compression,
                     quality=args.quality, resume=args.resume, simulator=simulator, progress=not args.no_progress,
-                    write_threads=args.write_threads)
+                    write_threads=args.write_threads, dicom=args.dicom)
     except (ManifestError, ScanInputError, ValueError, OSError) as exc:
         # Worded as the input's own problem (`tsva scan: manifest.csv: row 3 ...`), before any call.
         prefix = f"{source}: " if isinstance(exc, ManifestError) else ""
@@ -125,4 +128,6 @@ def _describe(s: dict) -> str:
     if "qc_median_abs_error_um" in s:
         lines.append(f"focus QC  median |n error| {s['qc_median_abs_error_um']:.2f} um, max {s['qc_max_abs_error_um']:.2f} um")
     lines.append(f"focus map {s['focus_map']}")
+    if "dicom" in s:
+        lines.append(f"DICOM     {s['dicom']} (DICOM WSI series for a PACS; {s['dicom_cpu_s']:.1f} s CPU)")
     return "\n".join(lines)
