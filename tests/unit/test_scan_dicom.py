@@ -134,6 +134,23 @@ def test_openslide_reads_the_series(series):
             slide.close()
 
 
+@pytest.mark.parametrize("compression", ["jpeg", "zstd"])
+def test_grey_slide_is_monochrome_with_the_tiffs_pixels(tmp_path, compression):
+    canvas = Canvas(tmp_path / "work", 700, 500, 1, create=True)
+    image = (np.add.outer(np.arange(500), np.arange(700)) % 256).astype(np.uint8)[..., None]
+    canvas.put(0, 0, image, np.ones((500, 700), bool))
+    canvas.build_pyramid(2 * writers.TILE)
+    writers.write_slides(tmp_path / "g.ome.tif", tmp_path / "g.tif", canvas, 0.5, name="g", description="g",
+                         codec=writers.codec_for(compression, 90, 1), threads=1)
+    files = dicom.write_series(tmp_path / "g.ome.tif", tmp_path / "dicom", dicom.SlideHeader("g", 0.5, "g"))
+    assert pydicom.dcmread(files[0], stop_before_pixels=True).PhotometricInterpretation == "MONOCHROME2"
+    with tifffile.TiffFile(tmp_path / "g.ome.tif") as tif, WsiDicom.open(tmp_path / "dicom") as wsi:
+        for index, level in enumerate(tif.series[0].levels):
+            expected = level.asarray()
+            region = np.asarray(wsi.read_region((0, 0), index, (expected.shape[1], expected.shape[0])))
+            assert np.array_equal(region.squeeze(), expected.squeeze())
+
+
 def test_writing_again_replaces_the_earlier_series(tmp_path):
     path = _slide(tmp_path, "jpeg")
     header = dicom.SlideHeader("S-17", PIXEL_UM, "partial: 1 of 2 tiles not fused (see qc.csv)", partial=True)

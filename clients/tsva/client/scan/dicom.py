@@ -5,7 +5,11 @@ The levels are read from the OME-TIFF, tile for tile (same 256x256 tiles, same p
 are complete JPEG streams (the writer encodes each tile alone), so they are copied into the frames
 as they are (JPEG Baseline, YBR_FULL_422) and the pixels stay exactly the TIFF's; lossless tiles
 (deflate, zstd, none: no DICOM transfer syntax) are decoded and encoded once as JPEG 2000 lossless
-(reversible colour transform: YBR_RCT), which OpenSlide, wsidicom and DICOM viewers read.
+(reversible colour transform: YBR_RCT; grey slides MONOCHROME2), which OpenSlide, wsidicom and
+DICOM viewers read. Either way wsidicom writes the tiles as they are read, a bounded batch at a
+time, so memory stays bounded whatever the slide's size (its own transcoding pool queues decoded
+tiles without bound while the slower JPEG 2000 encoder catches up: peak RSS 111 -> 265 MB from a
+4 to a 42 MP slide; encoded here, 94 -> 96 MB).
 
 The header says what the image is: a virtually autofocused slide, fused from two shots by TSVA
 (series and pyramid descriptions, image comments: the TIFFs' description; focus method automatic),
@@ -93,7 +97,7 @@ def _metadata(header: SlideHeader) -> WsiMetadata:
 class _TiffLevel(ImageData):
     """One level of the OME-TIFF as wsidicom's image data: its tiles read with os.pread (no shared
     file position, so wsidicom's threads read at once), copied when JPEG, else decoded by tifffile
-    and encoded once by `encoder`."""
+    and encoded once by `encoder`, here (wsidicom sees encoded tiles: no transcoder, see above)."""
 
     def __init__(self, page: tifffile.TiffPage, fd: int, pixel_size_um: float, encoder: Encoder):
         super().__init__(encoder)
@@ -157,7 +161,7 @@ class _TiffLevel(ImageData):
 
     @property
     def transcoder(self):
-        return None if self._copy else self.encoder
+        return None  # the tiles come out encoded in `transfer_syntax`: written through, in order
 
     def _stored(self, tile: Point) -> tuple[int, bytes]:
         index = tile.y * self.tiled_size.width + tile.x
