@@ -142,8 +142,10 @@ def test_grey_slide_is_monochrome_with_the_tiffs_pixels(tmp_path, compression):
     canvas.build_pyramid(2 * writers.TILE)
     writers.write_slides(tmp_path / "g.ome.tif", tmp_path / "g.tif", canvas, 0.5, name="g", description="g",
                          codec=writers.codec_for(compression, 90, 1), threads=1)
-    files = dicom.write_series(tmp_path / "g.ome.tif", tmp_path / "dicom", dicom.SlideHeader("g", 0.5, "g"))
-    assert pydicom.dcmread(files[0], stop_before_pixels=True).PhotometricInterpretation == "MONOCHROME2"
+    files = dicom.write_series(tmp_path / "g.ome.tif", tmp_path / "dicom", dicom.SlideHeader("grey\\7", 0.5, "g"))
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    assert ds.PhotometricInterpretation == "MONOCHROME2"
+    assert ds.ContainerIdentifier == "grey/7"  # a backslash would split the value in two
     with tifffile.TiffFile(tmp_path / "g.ome.tif") as tif, WsiDicom.open(tmp_path / "dicom") as wsi:
         for index, level in enumerate(tif.series[0].levels):
             expected = level.asarray()

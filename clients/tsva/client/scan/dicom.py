@@ -37,7 +37,6 @@ from wsidicom.metadata import (Equipment, FocusMethod, Image, ImageType, Label,
 from wsidicom.metadata.schema.dicom import WsiMetadataDicomSchema
 from wsidicom.source import Source
 
-EXTRA = "tsva-client[dicom]"
 FOLDER = "dicom"
 SERIES_DESCRIPTION = "Virtually autofocused (TSVA two-shot fusion)"
 LO = 64  # the longest Long String (identifiers, descriptions) DICOM allows
@@ -52,7 +51,7 @@ class SlideHeader:
     partial: bool = False
 
 
-def header(slide, comments: str, *, partial: bool) -> SlideHeader:
+def slide_header(slide, comments: str, *, partial: bool) -> SlideHeader:
     """The header of a scanned slide (a tsva.client.scan.manifest.Slide)."""
     return SlideHeader(slide.slide_id, slide.pixel_size_um, comments, partial)
 
@@ -73,13 +72,14 @@ def write_series(slide: Path, folder: Path, header: SlideHeader, *, threads: int
 
 
 def _metadata(header: SlideHeader) -> WsiMetadata:
-    slide_id = header.slide_id[:LO] or "unnamed"
+    slide_id = header.slide_id.replace("\\", "/")[:LO] or "unnamed"  # a backslash separates DICOM values
     partial = " (partial)" if header.partial else ""
     try:
         version = importlib_metadata.version("tsva-client")
     except importlib_metadata.PackageNotFoundError:
         version = "unknown"
-    image = Image(focus_method=FocusMethod.AUTO, pixel_spacing=SizeMm(header.pixel_size_um / 1000, header.pixel_size_um / 1000))
+    spacing_mm = header.pixel_size_um / 1000
+    image = Image(focus_method=FocusMethod.AUTO, pixel_spacing=SizeMm(spacing_mm, spacing_mm))
     return WsiMetadata(
         study=Study(uid=generate_uid(), description="TSVA two-shot scan"),
         series=Series(uid=generate_uid(), number=1, description=(SERIES_DESCRIPTION + partial)[:LO]),

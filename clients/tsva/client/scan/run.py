@@ -198,8 +198,8 @@ class Scan:
         dicom_folder = None
         if self.dicom is not None:  # the DICOM WSI series, from the OME-TIFF just written
             dicom_folder, dicom_started = self.out / self.dicom.FOLDER, time.process_time()
-            self.dicom.write_series(stem.with_suffix(".ome.tif"), dicom_folder,
-                                    self.dicom.header(self.slide, description, partial=bool(missing)), threads=threads)
+            header = self.dicom.slide_header(self.slide, description, partial=bool(missing))
+            self.dicom.write_series(stem.with_suffix(".ome.tif"), dicom_folder, header, threads=threads)
             dicom_cpu = time.process_time() - dicom_started
         (self.out / "unanswered.txt").write_text("".join(f"{i}\n" for i in unanswered + failed))
         focus_note = report.write_focus_map(self.out / "focus_map.png", rows, self.slide.tiles, self.slide.width,
