@@ -41,8 +41,10 @@ def wait_for(condition, timeout: float, what: str):
 @pytest.fixture(scope="module")
 def slow_gateway(tmp_path_factory):
     model = make_unet_onnx(tmp_path_factory.mktemp("unet") / "unet.onnx")
+    # The CPU patch plan (224-px patches, 64-px overlap; `auto` sends whole tiles): these tests are
+    # about patches of many tiles sharing a bounded queue.
     with start_gateway(model, max_batch=4, queue_size=64, stream_window=4, max_inflight_tiles=4,
-                       max_delay_ms=2) as gw:
+                       max_delay_ms=2, patch_size=224, patch_overlap=64) as gw:
         yield gw
 
 

@@ -119,3 +119,26 @@ def test_a_cancelled_job_leaves_the_queue_and_never_runs():
     third, depth = run(main())
     assert third.cancelled() and depth == 0
     assert backend.batches == [((1, 3, 16, 16), F32)] * 2  # the 32 x 32 tile never ran
+
+
+def test_whole_tiles_go_one_per_batch_under_max_whole_tiles_while_patches_fill_max_batch():
+    """The CPU rule (app.py: max_whole_tiles=1 under the `auto` plan on CPU): a batch of tiles holds all their
+    activations at once and computes no faster on a CPU, so whole tiles go one by one."""
+    backend = FakeBackend()
+    grid = PatchGrid(96, 120, 64, 16)  # 2 x 3 patches
+
+    async def main():
+        b = batcher(backend, max_batch=4, max_whole_tiles=1)
+        b.start()
+        y = tile(96, 120)
+        jobs = [whole(32, 32) for _ in range(3)]
+        jobs.append(PatchJob(grid, pad_to_canvas(y, grid), pad_to_canvas(y, grid), FLOAT32_CONTRACT,
+                             Stitcher(grid, 3)))
+        await asyncio.gather(*(b.run_job(job) for job in jobs))
+        await b.close()
+
+    run(main())
+    tiles = [shape for shape, _ in backend.batches if shape[2:] == (32, 32)]
+    patches = sorted(shape for shape, _ in backend.batches if shape[2:] == (64, 64))
+    assert tiles == [(1, 3, 32, 32)] * 3
+    assert patches == [(2, 3, 64, 64), (4, 3, 64, 64)]

@@ -167,8 +167,9 @@ def test_gpu_pixel_config_profiles_cover_whole_tiles(io, unet_u8, unet_u16):
 
 
 def test_auto_plan_follows_the_backend_and_the_engines_profile():
-    """`--patch-size auto`: 224 on CPU, whole tiles on GPUs, except for a GPU model whose TensorRT
-    profile was built for patches (the shipped float32 GPU config: sides up to 320)."""
+    """`--patch-size auto`: whole tiles on CPU and GPUs (on CPU, tiles over 1536x1536 as 224-px
+    patches), except for a GPU model whose TensorRT profile was built for patches (the shipped
+    float32 GPU config: sides up to 320)."""
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2 as mc
     from tsva.server.backends.triton import profile_max_side
@@ -183,6 +184,8 @@ def test_auto_plan_follows_the_backend_and_the_engines_profile():
     pixel_gpu = profile_max_side(as_json(pixel_triton_config("tsva_uint8", "uint8")), u8)
     assert (shipped_gpu, pixel_gpu) == (320, 2048)
     auto = Config()
-    assert auto.patch_side("cpu") == 224 and auto.patch_side("gpu") == 0
+    assert auto.patch_side("cpu") == 0 and auto.patch_side("gpu") == 0
+    assert auto.large_tile_side("cpu") == 224 and auto.large_tile_side("gpu") == 0
+    assert Config(patch_size="tile").large_tile_side("cpu") == 0  # an explicit plan is kept as given
     assert auto.patch_side("gpu", shipped_gpu) == 224 and auto.patch_side("gpu", pixel_gpu) == 0
     assert Config(patch_size="tile").patch_side("cpu") == 0 and Config(patch_size="96").patch_side("gpu") == 96

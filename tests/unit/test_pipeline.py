@@ -201,3 +201,22 @@ def test_find_focus_picks_the_sharpest_plane_and_names_bad_fields():
     assert errors == ["planes: empty (send the z-stack, one image per plane)",
                       "z_um: 2 values for 4 planes (one z per plane)",
                       "z_um: must be strictly increasing or strictly decreasing"]
+
+
+def test_auto_plan_on_cpu_sends_small_tiles_whole_and_large_ones_as_224_px_patches(monkeypatch):
+    """`--patch-size auto` on a CPU backend: whole tiles up to CPU_WHOLE_TILE_MAX_PIXELS, larger
+    tiles as 224-px patches, so memory does not grow with the tile (the limit lowered here so the
+    test tile is "large")."""
+    import tsva.server.pipeline as pipeline_module
+
+    async def main(limit):
+        monkeypatch.setattr(pipeline_module, "CPU_WHOLE_TILE_MAX_PIXELS", limit)
+        async with data_plane(patch_size="auto") as plane:
+            fused = await plane.pipeline.fuse(pair(tile_id="t"))
+            return {shape[1:] for shape, _ in plane.backend.batches}, fused
+
+    small, fused_whole = run(main(96 * 120))
+    large, fused_patches = run(main(96 * 120 - 1))
+    assert small == {(3, 96, 128)} and large == {(3, 224, 224)}
+    for fused in (fused_whole, fused_patches):
+        assert_close(fused.image, expected_fusion(SHARP, BLURRED))

@@ -23,7 +23,7 @@ from tsva.server.backends import create_backend
 from tsva.server.backends.base import Backend
 from tsva.server.backends.embedded import ModelLoadError
 from tsva.server.batcher import MicroBatcher
-from tsva.server.config import Config, ConfigError
+from tsva.server.config import CPU_WHOLE_TILES_PER_BATCH, Config, ConfigError
 from tsva.server.metrics import Metrics, serve_metrics
 from tsva.server.pipeline import Pipeline
 from tsva.server.service import VirtualAutofocusService, add_service
@@ -128,6 +128,7 @@ async def serve(config: Config) -> int:
     max_batch = min(config.max_batch, info.max_batch_size) if info.max_batch_size > 0 else config.max_batch
     health = Health(backend, metrics, config.health_interval_s)
     batcher = MicroBatcher(backend, max_batch=max_batch, max_delay_s=config.max_delay_ms / 1000.0,
+                           max_whole_tiles=CPU_WHOLE_TILES_PER_BATCH if config.large_tile_side(info.device) else None,
                            queue_size=config.queue_size, concurrency=config.effective_backend_concurrency,
                            timeout_s=config.backend_timeout_s, metrics=metrics,
                            on_backend_error=health.backend_failed)

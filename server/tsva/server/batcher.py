@@ -21,17 +21,20 @@ from typing import Callable
 import numpy as np
 
 from tsva.server.backends.base import Backend, BackendUnavailable
-from tsva.server.patching import PatchJob, TileJob  # noqa: F401 (PatchJob: importable from here)
+from tsva.server.patching import PatchJob, TileJob, WholeTileJob  # noqa: F401 (PatchJob: importable from here)
 
 BUFFER_SHAPES = 4  # distinct item shapes whose batch buffers are kept for reuse
 
 
 class MicroBatcher:
     def __init__(self, backend: Backend, *, max_batch: int, max_delay_s: float, queue_size: int,
-                 concurrency: int = 1, timeout_s: float | None = None,
+                 concurrency: int = 1, timeout_s: float | None = None, max_whole_tiles: int | None = None,
                  metrics=None, on_backend_error: Callable[[Exception], None] | None = None):
         self.backend = backend
         self.max_batch, self.max_delay_s, self.queue_size = max_batch, max_delay_s, queue_size
+        # Whole tiles per batch (default max_batch): 1 on CPU, where a batch of tiles computes no
+        # faster than its tiles one by one and holds all their activations at once.
+        self.max_whole_tiles = max_batch if max_whole_tiles is None else max(1, min(max_whole_tiles, max_batch))
         self.timeout_s = timeout_s
         self.metrics = metrics
         self.on_backend_error = on_backend_error
@@ -116,7 +119,7 @@ class MicroBatcher:
                 self._arrived.clear()
                 await self._arrived.wait()
             deadline = loop.time() + self.max_delay_s
-            while self._depth < self.max_batch and (remaining := deadline - loop.time()) > 0:
+            while self._depth < self._head_limit() and (remaining := deadline - loop.time()) > 0:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
@@ -133,22 +136,27 @@ class MicroBatcher:
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
 
+    def _head_limit(self) -> int:
+        """Items the next batch may hold: it takes the oldest job's kind (patches or whole tiles)."""
+        return self.max_whole_tiles if self._jobs and isinstance(self._jobs[0], WholeTileJob) else self.max_batch
+
     def _take(self) -> list[tuple[TileJob, int]]:
         """Items for one batch: the oldest job's shape, then later jobs of the same shape."""
         entries: list[tuple[TileJob, int]] = []
         if not self._jobs:
             return entries
         key = (self._jobs[0].shape, self._jobs[0].dtype)
+        limit = self._head_limit()
         now = time.perf_counter()
         finished = []
         for job in self._jobs:
-            if len(entries) >= self.max_batch:
+            if len(entries) >= limit:
                 break
             if (job.shape, job.dtype) != key:
                 continue
             if job.next == 0:
                 job.queue_s = now - job.enqueued_at
-            n = min(job.queued, self.max_batch - len(entries))
+            n = min(job.queued, limit - len(entries))
             entries.extend((job, i) for i in range(job.next, job.next + n))
             job.next += n
             if job.queued == 0:

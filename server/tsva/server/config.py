@@ -19,9 +19,15 @@ DEFAULT_MODEL_REPOSITORY = model_repository.packaged_default()
 DEFAULT_MODEL_PATH = model_repository.latest_model(DEFAULT_MODEL_REPOSITORY)
 
 
-# The patch side of the CPU plan: measured fastest for the shipped network on CPU (larger patches and
-# whole tiles run slower there and need far more memory; docs/performance.md).
+# The patch side for tiles too large to go whole on a CPU (and of `--patch-size tile`'s validation):
+# 224-px patches keep a CPU batch's memory small whatever the tile's size.
 CPU_PATCH_SIZE = 224
+# On a CPU, whole tiles run 2.2x faster than 224-px patches with 64-px overlap (no overlap computed
+# twice; docs/performance.md) but their memory grows with the tile: up to this many pixels a tile
+# goes whole (a 1224x1024 scanner tile is 1.25 MP; ~0.8 GB of ONNX Runtime activations for the
+# shipped network), larger ones as CPU_PATCH_SIZE patches.
+CPU_WHOLE_TILE_MAX_PIXELS = 1536 * 1536
+CPU_WHOLE_TILES_PER_BATCH = 1  # whole tiles per CPU batch: batching them measured no faster, memory grows with it
 WHOLE_TILE = 0  # patch side meaning "no patches": GetInfo.patch_size reports it as 0
 TYPICAL_TILE_SIDE = 1232  # a 1224x1024 scanner tile's width padded to 16
 
@@ -78,7 +84,7 @@ class Config:
     intra_op_threads: int = _option("--intra-op-threads", int, 0, "ONNX Runtime threads (0: all cores)")
     patch_size: str = _option("--patch-size", str, "auto", "patch side in pixels (multiple of 16), `tile` "
                               "(whole tiles, padded to a multiple of 16; tiles of one size batch together) "
-                              f"or `auto` ({CPU_PATCH_SIZE} on CPU, whole tiles on GPUs and Triton)")
+                              "or `auto` (whole tiles; on CPU, tiles over 1536x1536 as 224-px patches)")
     patch_overlap: int = _option("--patch-overlap", int, 64, "minimum overlap of neighbouring patches in pixels")
     patch_align: int = _option("--patch-align", int, 0, "patch origins are multiples of this (0: the model's; "
                                "16, or its size_multiple metadata where larger)")
@@ -109,16 +115,21 @@ class Config:
                              ("DEBUG", "INFO", "WARNING", "ERROR"))
 
     def patch_side(self, device: str = "cpu", max_side: int = 0) -> int:
-        """The patch side to serve with: --patch-size, or for `auto` the plan of `device` (the
-        backend's ModelInfo.device): CPU_PATCH_SIZE on CPU, WHOLE_TILE (0) on GPUs, unless the
-        model is built for sides below a typical tile's (max_side: a TensorRT profile's)."""
+        """The patch side to serve with: --patch-size, or for `auto` WHOLE_TILE (0) on every device
+        (on CPU, tiles over CPU_WHOLE_TILE_MAX_PIXELS go as patches: see large_tile_side), unless
+        the model is built for sides below a typical tile's (max_side: a TensorRT profile's)."""
         text = str(self.patch_size).strip().lower()
         if text == "tile":
             return WHOLE_TILE
         if text == "auto":
-            whole = device != "cpu" and (not max_side or max_side >= TYPICAL_TILE_SIDE)
-            return WHOLE_TILE if whole else CPU_PATCH_SIZE
+            return WHOLE_TILE if not max_side or max_side >= TYPICAL_TILE_SIDE else CPU_PATCH_SIZE
         return int(text)
+
+    def large_tile_side(self, device: str = "cpu") -> int:
+        """The patch side for tiles over CPU_WHOLE_TILE_MAX_PIXELS under the `auto` whole-tile plan
+        on CPU (0: every tile goes whole), so a CPU's memory does not grow with the tile; the same
+        plan sends whole tiles one per batch (app.py). An explicit --patch-size is kept as given."""
+        return CPU_PATCH_SIZE if str(self.patch_size).strip().lower() == "auto" and device == "cpu" else 0
 
     @property
     def triton_url_list(self) -> list[str]:

@@ -18,7 +18,7 @@ from tsva.common.metadata import ModelMetadata
 from tsva.server.admission import Admission, TileSlot
 from tsva.server.backends.base import Backend
 from tsva.server.batcher import MicroBatcher
-from tsva.server.config import Config, ConfigError
+from tsva.server.config import CPU_WHOLE_TILE_MAX_PIXELS, Config, ConfigError
 from tsva.server.errors import InvalidRequest
 from tsva.server.focus_qc import GatewayFocusQC
 from tsva.server.metrics import Metrics
@@ -63,6 +63,9 @@ class Pipeline:
         self.contract = model.contract
         self.patch_side = config.patch_side(model.device, model.max_side)  # 0: whole tiles
         self.patch_align = patch_alignment(config, self.contract, self.patch_side)
+        # Whole tiles on CPU: the larger ones as patches (memory grows with a whole tile).
+        self.large_tile_side = config.large_tile_side(model.device) if not self.patch_side else 0
+        self.large_tile_align = patch_alignment(config, self.contract, self.large_tile_side)
 
     # ---- Fuse ------------------------------------------------------------------------------
 
@@ -116,8 +119,11 @@ class Pipeline:
         if encoding == "png" and y1.dtype == np.uint16 and channels == 3:
             raise InvalidRequest("output_encoding: PNG cannot hold 16-bit colour here; ask for TIFF or RAW")
         job: TileJob
-        if self.patch_side:
-            grid = PatchGrid(height, width, self.patch_side, cfg.patch_overlap, self.patch_align)
+        side, align = self.patch_side, self.patch_align
+        if not side and self.large_tile_side and height * width > CPU_WHOLE_TILE_MAX_PIXELS:
+            side, align = self.large_tile_side, self.large_tile_align
+        if side:
+            grid = PatchGrid(height, width, side, cfg.patch_overlap, align)
             job = PatchJob(grid, pad_to_canvas(y1, grid), pad_to_canvas(y2, grid), self.contract,
                            Stitcher(grid, MODEL_CHANNELS))
         else:
