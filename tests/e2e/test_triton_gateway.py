@@ -59,16 +59,17 @@ def triton_gateway(tritons):
 
 
 def test_same_tile_as_embedded_backend(tritons):
-    """Same ONNX file, same gateway settings (defaults: 224-px patches, 64 px overlap): only the
-    backend differs. Compared: the fused 16-bit RAW tiles. A float difference d becomes at most
+    """Same ONNX file, same gateway settings (224-px patches, 64 px overlap: the plan of the shipped
+    Triton config's TensorRT profile, named for the embedded gateway too): only the backend differs. Compared: the fused 16-bit RAW tiles. A float difference d becomes at most
     ceil(d * 65535) + 1 LSB after rounding, so 'max abs diff <= 1e-4' means <= 7 LSB here."""
     pair = defocused_pair(1024, 1224, dtype=np.uint16)
     request = fuse_request("big", pair)
     grid = PatchGrid(1024, 1224, 224, 64)
     before = triton_inferences(tritons)
     a, b = tritons
-    with start_gateway(SHIPPED_ONNX, backend="embedded") as embedded, \
-            start_gateway(backend="triton", triton_urls=f"{a.url},{b.url}") as via_triton:
+    plan = dict(patch_size=224, patch_overlap=64)
+    with start_gateway(SHIPPED_ONNX, backend="embedded", **plan) as embedded, \
+            start_gateway(backend="triton", triton_urls=f"{a.url},{b.url}", **plan) as via_triton:
         with embedded.channel() as ch1, via_triton.channel() as ch2:
             reference = pb_grpc.VirtualAutofocusStub(ch1).Fuse(request, timeout=120)
             stub = pb_grpc.VirtualAutofocusStub(ch2)
