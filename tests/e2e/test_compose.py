@@ -21,22 +21,15 @@ import pytest
 import yaml
 from tsva.server import config as gateway_config
 
+from tests.support.compose import COMPOSE, SERVICES, active, service_of_kind  # noqa: F401
 from tests.support.metrics import read_metrics
 from tests.support.paths import REPO_ROOT
-
-COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
-
-SERVICES = COMPOSE["services"]
 
 PROMETHEUS = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
 
 DEFAULTS = gateway_config.Config()
 
 PROFILES = ("gpu", "cpu")
-
-
-def active(profile: str) -> dict[str, dict]:
-    return {name: spec for name, spec in SERVICES.items() if not spec.get("profiles") or profile in spec["profiles"]}
 
 
 def names_on_network(profile: str) -> dict[str, str]:
@@ -48,17 +41,6 @@ def names_on_network(profile: str) -> dict[str, str]:
             for alias in (network or {}).get("aliases", []):
                 names[alias] = name
     return names
-
-
-def service_of_kind(profile: str, kind: str) -> tuple[str, dict]:
-    """The Triton or gateway service of a profile (gateway: the one running `serve`)."""
-    for name, spec in active(profile).items():
-        command = spec.get("command") or []
-        if kind == "triton" and command[:1] == ["tritonserver"]:
-            return name, spec
-        if kind == "gateway" and command[:1] == ["serve"]:
-            return name, spec
-    raise AssertionError(f"no {kind} service in profile {profile}")
 
 
 def flag_value(command: list[str], flag: str, default: str | None = None) -> str | None:

@@ -5,23 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from tsva.export.checkpoint import save_checkpoint
 from tsva.export.evaluate import METHODS, EvalConfig, Predictor, evaluate, evaluation_pools, write_reports
-from tsva.export.network import NetworkConfig, build_network
 from tsva.export.onnx_export import export_onnx
 from tsva.export.optics import Optics, Sample
 from tsva.export.textures import load_textures, split_textures
 
+from tests.support.networks import _checkpoint  # noqa: F401
+
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def _checkpoint(tmp_path, arch):
-    torch.manual_seed(0)
-    net = build_network(NetworkConfig(arch=arch, base_width=4, depth=2))
-    torch.nn.init.normal_(net.decoder.head.weight, std=0.01)
-    save_checkpoint(tmp_path / f"{arch}.pt", net, net.config)
-    return net.eval()
 
 
 @pytest.mark.slow

@@ -9,30 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 from tsva.server import config as gateway_config
 
 from tests.support.gateway import start_gateway
+from tests.support.k8s import DOCS, K8S, _container, _documents  # noqa: F401
 from tests.support.models import make_tiny_onnx
 from tests.support.paths import REPO_ROOT
-
-K8S = REPO_ROOT / "deploy" / "k8s"
-
-
-def _documents() -> dict[tuple[str, str], dict]:
-    docs = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.safe_load_all(path.read_text()):
-            docs[(doc["kind"], doc["metadata"]["name"])] = doc
-    return docs
-
-DOCS = _documents()
-
-
-def _container(deployment: dict, name: str) -> dict:
-    return next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name)
 
 
 def test_triton_through_a_headless_service():

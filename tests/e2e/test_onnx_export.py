@@ -6,25 +6,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from tsva.export.checkpoint import save_checkpoint
-from tsva.export.network import NetworkConfig, build_network
 from tsva.common.metadata import read_onnx_props
+from tsva.export.checkpoint import save_checkpoint
 from tsva.export.optics import Optics
 
+from tests.support.networks import _trained_looking  # noqa: F401
+
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def _trained_looking(arch="tsva", width=4, depth=2):
-    """Random weights everywhere (the zero-initialised head would make parity trivial)."""
-    torch.manual_seed(0)
-    net = build_network(NetworkConfig(arch=arch, base_width=width, depth=depth))
-    torch.nn.init.normal_(net.decoder.head.weight, std=0.05)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial running statistics
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
 
 
 @pytest.mark.slow

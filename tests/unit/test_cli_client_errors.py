@@ -16,8 +16,8 @@ import pytest
 def test_failure_lines_by_status(code, details, expected, status):
     """The wording for statuses a healthy loopback gateway does not produce on demand (pure function)."""
     import grpc
-    from tsva.client.verbs.common import describe_failure
     from tsva.client.errors import TsvaError
+    from tsva.client.verbs.common import describe_failure
 
     line, exit_status = describe_failure(TsvaError(getattr(grpc.StatusCode, code), details, server="h:1"))
     assert expected in line and exit_status == status

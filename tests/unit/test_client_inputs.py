@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from skimage import data
-from tsva.common import images
 from tsva.client.errors import ImageInputError, TsvaError
 from tsva.client.inputs import encoding_for_path, output_encoding, to_image
 from tsva.client.results import FuseResult
+from tsva.common import images
 from tsva.v1 import tsva_pb2 as pb
 
 RGB = data.astronaut()[:40, :56]        # uint8, 40 x 56 x 3

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tsva.common.metadata import read_onnx_props
 from tsva.export.distribution import SectionDistribution
 from tsva.export.metadata import model_metadata
 from tsva.export.network import NetworkConfig, build_network, load_compatible_weights
 from tsva.export.onnx_export import export_onnx
-from tsva.common.metadata import read_onnx_props
 from tsva.export.onnx_weights import import_onnx_weights
 from tsva.export.optics import Optics, Sample
 

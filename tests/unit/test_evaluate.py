@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from skimage import data, draw
 from skimage.metrics import peak_signal_noise_ratio
-from tsva.export.checkpoint import save_checkpoint
 from tsva.export.errors import CheckpointError
 from tsva.export.evaluate import Predictor, count_nuclei, richardson_lucy, targets
-from tsva.export.network import NetworkConfig, build_network
 from tsva.export.optics import Optics, blur
 
+from tests.support.networks import _checkpoint  # noqa: F401
+
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def _checkpoint(tmp_path, arch):
-    torch.manual_seed(0)
-    net = build_network(NetworkConfig(arch=arch, base_width=4, depth=2))
-    torch.nn.init.normal_(net.decoder.head.weight, std=0.01)
-    save_checkpoint(tmp_path / f"{arch}.pt", net, net.config)
-    return net.eval()
 
 
 def test_predictor_refuses_the_wrong_architecture(tmp_path):

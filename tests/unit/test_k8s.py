@@ -14,29 +14,12 @@ import yaml
 from tsva.client import healthcheck
 from tsva.server import config as gateway_config
 
+from tests.support.k8s import DOCS, K8S, _container, _documents  # noqa: F401
 from tests.support.paths import REPO_ROOT
-
-K8S = REPO_ROOT / "deploy" / "k8s"
 
 KUBERNETES_VERSION = "1.30.0"  # the oldest version still supported upstream when this was written
 
 DEFAULTS = gateway_config.Config()
-
-
-def _documents() -> dict[tuple[str, str], dict]:
-    docs = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.safe_load_all(path.read_text()):
-            docs[(doc["kind"], doc["metadata"]["name"])] = doc
-    return docs
-
-DOCS = _documents()
-
-
-def _container(deployment: dict, name: str) -> dict:
-    return next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name)
 
 
 def _gateway_env_names() -> set[str]:

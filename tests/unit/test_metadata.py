@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tsva.common.metadata import (MetadataError, ModelMetadata, OpticsMetadata, SectionMetadata,
-                                  read_onnx_metadata, read_onnx_props)
+from tsva.common.metadata import (
+    MetadataError,
+    ModelMetadata,
+    OpticsMetadata,
+    SectionMetadata,
+    read_onnx_metadata,
+    read_onnx_props,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "model_repository" / "tsva" / "1" / "model.onnx"

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tsva.common import model_repository as repo
 from tsva.server import config as gateway_config
 

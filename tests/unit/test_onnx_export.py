@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
-from tsva.export.metadata import model_metadata
-from tsva.export.network import NetworkConfig, build_network
-from tsva.export.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx, onnx_session
 from tsva.common.metadata import read_onnx_props
+from tsva.export.metadata import model_metadata
+from tsva.export.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx, onnx_session
 from tsva.export.optics import Optics, Sample
+
+from tests.support.networks import _trained_looking  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -19,18 +19,6 @@ REQUIRED_KEYS = {"optics.numerical_aperture", "optics.refractive_index", "optics
                  "sample.thickness_um", "sample.layers", "patch_size",
                  "base_width", "depth", "training_data", "training_command", "evaluation_summary",
                  "model_name", "model_version"}
-
-
-def _trained_looking(arch="tsva", width=4, depth=2):
-    """Random weights everywhere (the zero-initialised head would make parity trivial)."""
-    torch.manual_seed(0)
-    net = build_network(NetworkConfig(arch=arch, base_width=width, depth=depth))
-    torch.nn.init.normal_(net.decoder.head.weight, std=0.05)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial running statistics
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
 
 
 def _metadata(net):

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from tsva.common import cli
 from tsva.client.scan.manifest import read_manifest
+from tsva.common import cli
 
 HEADER = "tile_id,x,y,shot_a,shot_b,defocus_a_um,defocus_b_um\n"
 

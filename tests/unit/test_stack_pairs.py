@@ -8,8 +8,19 @@ import math
 
 import numpy as np
 import pytest
-from tsva.export.optics import (Optics, PlaneStack, Sample, _layer_masks, add_sensor_noise, draw_specimen, image_at,
-                                render_stack, sharpness, simulate_pair, stack_pair)
+from tsva.export.optics import (
+    Optics,
+    PlaneStack,
+    Sample,
+    _layer_masks,
+    add_sensor_noise,
+    draw_specimen,
+    image_at,
+    render_stack,
+    sharpness,
+    simulate_pair,
+    stack_pair,
+)
 from tsva.export.zstack import ZStack, build_stack_pool, simulate_stack
 
 OPTICS = Optics(defocus_um=(0.5, 1.0, 1.5))

@@ -10,23 +10,11 @@ import pytest
 import tifffile
 import torch
 from tsva.export.network import NetworkConfig, build_network
-from tsva.export.optics import Optics, Sample
-from tsva.export.textures import load_textures
-from tsva.export.zstack import ZStackError, build_stack_pool, read_zstack, sidecar_of, simulate_stack, write_zstack
+from tsva.export.zstack import ZStackError, build_stack_pool, read_zstack, write_zstack
+
+from tests.support.zstacks import _bad, _planes, simulated  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(scope="module")
-def simulated():
-    texture = load_textures(None, 0.25, 64)[0].image[100:164, 100:164]
-    rng = np.random.default_rng(0)
-    return simulate_stack(texture, Optics(), Sample(thickness_um=2.0, layers=3), rng, step_um=0.5, half_range_um=3.5)
-
-
-def _planes(z=5, size=16, dtype=np.uint8):
-    rng = np.random.default_rng(1)
-    return rng.integers(0, 200, (z, size, size, 3)).astype(dtype)
 
 
 def test_plain_multipage_tiff_with_sidecar_z_and_ome_physical_size(tmp_path):
@@ -38,33 +26,6 @@ def test_plain_multipage_tiff_with_sidecar_z_and_ome_physical_size(tmp_path):
     tifffile.imwrite(tmp_path / "b.ome.tif", planes, photometric="rgb", metadata={"axes": "ZYXS", "PhysicalSizeZ": 0.25})
     assert np.allclose(read_zstack(tmp_path / "b.ome.tif").z_um, np.arange(5) * 0.25)
 
-
-def _bad(tmp_path, case):
-    path = tmp_path / "bad.tif"
-    if case == "no z":
-        tifffile.imwrite(path, _planes(), photometric="rgb")
-    elif case == "repeated z":
-        tifffile.imwrite(path, _planes(), photometric="rgb")
-        sidecar_of(path).write_text(json.dumps({"z_um": [0, 0.5, 0.5, 1.0, 1.5]}))
-    elif case == "uneven z":
-        tifffile.imwrite(path, _planes(), photometric="rgb")
-        sidecar_of(path).write_text(json.dumps({"z_um": [0, 0.5, 1.0, 2.0, 2.5]}))
-    elif case == "count":
-        tifffile.imwrite(path, _planes(), photometric="rgb")
-        sidecar_of(path).write_text(json.dumps({"z_um": [0, 0.5, 1.0]}))
-    elif case in ("mixed size", "mixed type"):
-        with tifffile.TiffWriter(path) as tif:
-            tif.write(_planes(1)[0], photometric="rgb")
-            tif.write(_planes(1, size=20)[0] if case == "mixed size" else _planes(1, dtype=np.uint16)[0],
-                      photometric="rgb")
-        sidecar_of(path).write_text(json.dumps({"z_um": [0, 0.5]}))
-    elif case == "too short":
-        write_zstack(path, _planes(5), [0, 0.5, 1.0, 1.5, 2.0], focus_z_um=1.0)
-    elif case == "step":
-        write_zstack(path, _planes(7), np.arange(7) * 0.4, focus_z_um=1.2)
-    elif case == "not a tiff":
-        path.write_bytes(b"not a tiff at all")
-    return path
 
 BAD = [("no z", "field z: no z"), ("repeated z", "repeated z 0.5"), ("uneven z", "uneven z steps"),
        ("count", "3 values for 5 planes"), ("mixed size", "field planes: plane 1 is 20x20x3"),
