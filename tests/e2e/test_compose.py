@@ -21,7 +21,7 @@ import pytest
 import yaml
 from tsva.server import config as gateway_config
 
-from tests.support.compose import COMPOSE, SERVICES, active, service_of_kind  # noqa: F401
+from tests.support.compose import SERVICES, active, service_of_kind
 from tests.support.metrics import read_metrics
 from tests.support.paths import REPO_ROOT
 

@@ -15,16 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.dockerfile import (  # noqa: F401
-    DOCKERFILE,
-    IGNORE,
-    STAGES,
-    _install_command,
-    _install_run,
-    _instructions,
-    dockerignore_excludes,
-    parse_dockerfile,
-)
+from tests.support.dockerfile import IGNORE, _install_command, dockerignore_excludes
 from tests.support.gateway import free_port
 from tests.support.models import make_tiny_onnx
 from tests.support.paths import REPO_ROOT

@@ -10,7 +10,7 @@ from tsva.export.onnx_export import export_onnx
 from tsva.export.optics import Optics, Sample
 from tsva.export.textures import load_textures, split_textures
 
-from tests.support.networks import _checkpoint  # noqa: F401
+from tests.support.networks import _checkpoint
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

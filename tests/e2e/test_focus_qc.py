@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from tsva.server.focus_qc import FocusEstimator
 
-from tests.support.focus import OPTICS, shots, specimen  # noqa: F401
+from tests.support.focus import OPTICS, shots, specimen  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("n, dd", [(-1.5, 1.0), (0.4, 1.0), (1.2, 0.5), (2.6, 1.5)])

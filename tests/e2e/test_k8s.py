@@ -12,7 +12,7 @@ import pytest
 from tsva.server import config as gateway_config
 
 from tests.support.gateway import start_gateway
-from tests.support.k8s import DOCS, K8S, _container, _documents  # noqa: F401
+from tests.support.k8s import DOCS, _container
 from tests.support.models import make_tiny_onnx
 from tests.support.paths import REPO_ROOT
 

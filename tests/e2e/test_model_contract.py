@@ -26,7 +26,13 @@ from tsva.v1 import tsva_pb2_grpc as pb_grpc
 from tests.support.gateway import start_gateway
 from tests.support.metrics import metric
 from tests.support.paths import REPO_ROOT
-from tests.support.pixel_models import assert_pixel_config_agrees, pair, unet, unet_u8, unet_u16  # noqa: F401
+from tests.support.pixel_models import (  # noqa: F401 (fixtures)
+    assert_pixel_config_agrees,
+    pair,
+    unet,
+    unet_u8,
+    unet_u16,
+)
 from tests.support.triton_config import parse
 from tests.support.triton_harness import TritonServer
 

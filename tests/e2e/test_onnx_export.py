@@ -10,7 +10,7 @@ from tsva.common.metadata import read_onnx_props
 from tsva.export.checkpoint import save_checkpoint
 from tsva.export.optics import Optics
 
-from tests.support.networks import _trained_looking  # noqa: F401
+from tests.support.networks import _trained_looking
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

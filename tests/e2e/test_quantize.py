@@ -15,7 +15,7 @@ from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 
 from tests.support.gateway import start_gateway
-from tests.support.quantize_models import REPO, _float_model, _pool  # noqa: F401
+from tests.support.quantize_models import REPO, _float_model, _pool
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tsva.export.zstack import read_zstack, sidecar_of, write_zstack
 
-from tests.support.zstacks import _bad, _planes, simulated  # noqa: F401
+from tests.support.zstacks import _bad, simulated  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

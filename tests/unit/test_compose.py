@@ -15,7 +15,7 @@ import yaml
 from tsva.client import healthcheck
 from tsva.server import config as gateway_config
 
-from tests.support.compose import COMPOSE, SERVICES, active, service_of_kind  # noqa: F401
+from tests.support.compose import SERVICES, service_of_kind
 from tests.support.paths import REPO_ROOT
 
 

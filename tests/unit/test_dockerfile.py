@@ -16,7 +16,7 @@ from tsva.client import healthcheck
 from tsva.common import model_repository
 from tsva.server import config as gateway_config
 
-from tests.support.dockerfile import (  # noqa: F401
+from tests.support.dockerfile import (
     DOCKERFILE,
     IGNORE,
     STAGES,
@@ -24,7 +24,6 @@ from tests.support.dockerfile import (  # noqa: F401
     _install_run,
     _instructions,
     dockerignore_excludes,
-    parse_dockerfile,
 )
 from tests.support.paths import REPO_ROOT
 

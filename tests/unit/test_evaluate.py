@@ -10,7 +10,7 @@ from tsva.export.errors import CheckpointError
 from tsva.export.evaluate import Predictor, count_nuclei, richardson_lucy, targets
 from tsva.export.optics import Optics, blur
 
-from tests.support.networks import _checkpoint  # noqa: F401
+from tests.support.networks import _checkpoint
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

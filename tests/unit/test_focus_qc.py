@@ -9,7 +9,7 @@ import pytest
 from tsva.server import focus_qc
 from tsva.server.focus_qc import FocusEstimator, FocusOptics
 
-from tests.support.focus import OPTICS, optics_mod, shots, specimen  # noqa: F401
+from tests.support.focus import OPTICS, optics_mod, shots, specimen  # noqa: F401 (fixtures)
 
 
 def test_bessel_j0_matches_scipy():

@@ -14,7 +14,7 @@ import yaml
 from tsva.client import healthcheck
 from tsva.server import config as gateway_config
 
-from tests.support.k8s import DOCS, K8S, _container, _documents  # noqa: F401
+from tests.support.k8s import DOCS, K8S, _container
 from tests.support.paths import REPO_ROOT
 
 KUBERNETES_VERSION = "1.30.0"  # the oldest version still supported upstream when this was written

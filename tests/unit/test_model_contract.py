@@ -20,7 +20,13 @@ from tsva.common.contract import ContractError, contract_from_io
 from tsva.export.pixel_io import PixelIOError, pixel_triton_config, wrap_pixel_io, write_pixel_model
 
 from tests.support.paths import REPO_ROOT
-from tests.support.pixel_models import assert_pixel_config_agrees, pair, unet, unet_u8, unet_u16  # noqa: F401
+from tests.support.pixel_models import (  # noqa: F401 (fixtures)
+    assert_pixel_config_agrees,
+    pair,
+    unet,
+    unet_u8,
+    unet_u16,
+)
 
 FLOAT_IO = {"y1": ("tensor(float)", [3, "h", "w"]), "y2": ("tensor(float)", [3, "h", "w"])}
 

@@ -10,7 +10,7 @@ from tsva.export.metadata import model_metadata
 from tsva.export.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx, onnx_session
 from tsva.export.optics import Optics, Sample
 
-from tests.support.networks import _trained_looking  # noqa: F401
+from tests.support.networks import _trained_looking
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

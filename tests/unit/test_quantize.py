@@ -11,7 +11,7 @@ from tsva.common.metadata import read_onnx_props
 from tsva.export.onnx_export import onnx_session
 from tsva.export.quantize import file_sha256, float_tail, max_abs_difference, quantize_model
 
-from tests.support.quantize_models import REPO, _float_model, _pool  # noqa: F401
+from tests.support.quantize_models import REPO, _float_model, _pool
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

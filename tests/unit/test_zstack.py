@@ -12,7 +12,7 @@ import torch
 from tsva.export.network import NetworkConfig, build_network
 from tsva.export.zstack import ZStackError, build_stack_pool, read_zstack, write_zstack
 
-from tests.support.zstacks import _bad, _planes, simulated  # noqa: F401
+from tests.support.zstacks import _bad, _planes, simulated  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
