@@ -55,7 +55,8 @@ def make_pairs(image_path: Path, count: int, size: "int | tuple[int, int]", n_ma
 def tile_size(text: str) -> "int | tuple[int, int]":
     """256 -> 256 (square); 1224x1024 -> (1024, 1224) as (height, width)."""
     if "x" in text.lower():
-        width, height = (int(v) for v in text.lower().split("x"))
+        from tsva.client.loadtest.tiles import parse_size
+        width, height = parse_size(text)
         return height, width
     return int(text)
 

@@ -3,23 +3,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from skimage import data
 from tsva.export.textures import load_textures, split_textures
 
-
-def _write(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array).save(path)
-    return path
-
-
-@pytest.fixture
-def he():
-    return data.immunohistochemistry()
+from tests.support.textures import _write, he  # noqa: F401 (fixtures)
 
 
 def test_default_textures_are_the_packaged_he_fields_rescaled_and_split_by_image():

@@ -5,20 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from skimage import data
 from tsva.export.errors import TextureError
 from tsva.export.textures import augment, load_textures, pixel_size_from_name, split_textures, stain_jitter
 
-
-def _write(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array).save(path)
-    return path
-
-
-@pytest.fixture
-def he():
-    return data.immunohistochemistry()
+from tests.support.textures import _write, he  # noqa: F401 (fixtures)
 
 
 def test_folder_is_split_by_whole_image(tmp_path, he):

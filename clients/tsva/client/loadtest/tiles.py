@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-
 from tsva.common import images
 from tsva.common.brenner import LUMA_WEIGHTS
 from tsva.v1 import tsva_pb2 as pb
@@ -29,14 +28,15 @@ class TileSpec:
         return self.width * self.height / 1e6
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'1224x1024' -> (1224, 1024); ValueError naming the expected form."""
+def parse_size(text: str, minimum: int = 16) -> tuple[int, int]:
+    """'1224x1024' -> (1224, 1024); ValueError naming the expected form (`tsva loadtest` and
+    `tsva scan --tile-size`)."""
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise ValueError(f"--tile-size: expected WIDTHxHEIGHT such as 1224x1024, got {text!r}") from None
-    if width < 16 or height < 16:
-        raise ValueError(f"--tile-size: {width}x{height} is too small (16x16 at least)")
+    if width < minimum or height < minimum:
+        raise ValueError(f"--tile-size: {width}x{height} is too small ({minimum}x{minimum} at least)")
     return width, height
 
 

@@ -57,17 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_connection_arguments(parser)
 
 
-def _tile_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--tile-size: {text!r} is not WxH (e.g. 1224x1024)") from None
-    if w < 32 or h < 32:
-        raise ValueError(f"--tile-size: {text!r}: tiles must be at least 32x32")
-    return w, h
-
-
 def run(args: argparse.Namespace) -> int:
+    from tsva.client.loadtest.tiles import parse_size
     from tsva.client.scan.manifest import ManifestError, read_manifest
     from tsva.client.scan.run import Scan, ScanInputError
 
@@ -78,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             from tsva.client.scan.simulate import SimulationUnavailable, Simulator
             try:
                 simulator = Simulator(args.simulate, image_pixel_um=args.image_pixel_size, dd_um=args.dd,
-                                      tile=_tile_size(args.tile_size), overlap=args.overlap, tilt_um=args.tilt,
+                                      tile=parse_size(args.tile_size, minimum=32), overlap=args.overlap,
+                                      tilt_um=args.tilt,
                                       unevenness_um=args.unevenness, seed=args.seed, max_tiles=args.max_tiles)
             except SimulationUnavailable as exc:
                 raise BadInput(str(exc)) from exc
