@@ -54,6 +54,22 @@ def test_constant_and_narrow_images_score_zero():
     assert brenner(np.zeros((4, 2), np.uint8)) == 0.0
 
 
+def _exact_rgb_brenner(image: np.ndarray) -> float:
+    """The definition in int64: (1000 x BT.601 luminance) differences at step 2, squared, summed."""
+    milli = image.astype(np.int64) @ np.array([299, 587, 114])
+    diff = milli[:, 2:] - milli[:, :-2]
+    return float((diff * diff).sum()) / 1e6
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 3), (7, 5, 3), (65, 130, 3), (1024, 1224, 3)])
+def test_rgb8_matches_the_exact_integer_definition(shape):
+    # The uint8 RGB path sums its luminance in float32: exact because every sum is an integer < 2**24.
+    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    assert brenner(image) == _exact_rgb_brenner(image)
+    view = image[:, ::-1]  # not contiguous: scored the same as its copy
+    assert brenner(view) == _exact_rgb_brenner(np.ascontiguousarray(view))
+
+
 def test_refine_peak_parabola():
     z = np.array([-1.0, 0.0, 1.0, 2.0])
     scores = -(z - 0.3) ** 2 + 10

@@ -64,6 +64,8 @@ def brenner(image: np.ndarray) -> float:
         return 0.0
     rows = min(_ROWS, height)
     colour = image.ndim == 3
+    if colour and image.dtype == np.uint8:
+        return _brenner_rgb8(image, rows)
     lum, tmp = (np.empty((rows, width), np.int32) for _ in range(2)) if colour else (None, None)
     diff = np.empty((rows, width - 2), np.int32)
     total = 0.0
@@ -75,6 +77,32 @@ def brenner(image: np.ndarray) -> float:
         np.subtract(values[:, 2:], values[:, :-2], out=d, dtype=np.int32)
         total += float(np.einsum("ij,ij->", d, d, dtype=np.float64))
     return total / 1e6 if colour else total  # (1000 L)^2 = 1e6 L^2
+
+
+_LUMA_MILLI_F32 = np.array(_LUMA_MILLI, np.float32)
+
+
+def _brenner_rgb8(image: np.ndarray, rows: int) -> float:
+    """Brenner of an H x W x 3 uint8 image, as exact as the integer path: 1000 x luminance by one
+    BLAS matrix-vector product per band in float32 (every partial sum is an integer below 2**24,
+    so exact), differences squared and summed in float64. ~30 % less CPU than three strided
+    integer multiplies, on the gateway's hot path (two shots per tile)."""
+    height, width = image.shape[:2]
+    pixels = np.empty((rows * width, 3), np.float32)
+    lum = np.empty(rows * width, np.float32)
+    diff = np.empty((rows, width - 2), np.float64)
+    total = 0.0
+    for top in range(0, height, rows):
+        band = image[top:top + rows]
+        n = len(band)
+        rgb = pixels[:n * width]
+        rgb[...] = band.reshape(-1, 3)
+        values = np.matmul(rgb, _LUMA_MILLI_F32, out=lum[:n * width]).reshape(n, width)
+        d = diff[:n]
+        np.subtract(values[:, 2:], values[:, :-2], out=d)
+        flat = d.reshape(-1)
+        total += float(np.dot(flat, flat))
+    return total / 1e6
 
 
 def refine_peak(z: np.ndarray, scores: np.ndarray, best: int) -> float:

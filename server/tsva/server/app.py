@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
+from threadpoolctl import threadpool_limits
 
 from tsva.server import memory, security, translate
 from tsva.server.admission import Admission
@@ -117,7 +118,11 @@ async def serve(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    memory.configure()  # large buffers unmapped when freed: RSS comes back after a burst
+    memory.configure()  # tile buffers reused from the heap while tiles flow, trimmed when idle
+    # One BLAS thread: tiles already run in parallel on the gateway's threads and ONNX Runtime has
+    # its own pool; OpenBLAS threads on top spin against both (Brenner's matrix-vector product of
+    # one tile took 240 instead of 3 ms on two busy cores).
+    blas = threadpool_limits(1, user_api="blas")  # noqa: F841 (the limit holds while referenced)
     metrics = Metrics(REGISTRY)  # the registry the metrics endpoint serves (with process_* metrics)
     backend = create_backend(config, metrics)
     try:

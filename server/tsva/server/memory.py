@@ -1,17 +1,19 @@
-"""Giving memory back to the OS after bursts of large tiles (glibc malloc; a no-op elsewhere).
+"""Memory for a stream of multi-megabyte tiles (glibc malloc; a no-op elsewhere): reused while
+tiles flow, given back to the OS once they stop.
 
-Why: a tile's buffers (request bytes, decoded shots, padded canvases, the stitched result) are
-megabytes each. glibc serves blocks above its mmap threshold with their own mappings, returned on
-free, but it raises that threshold (up to 32 MiB) each time such a block is freed, so after the
-first tiles every buffer comes from the heap arenas, which keep the pages: RSS stayed at its burst
-peak. Two measures, both standard glibc tuning (the same as MALLOC_MMAP_THRESHOLD_=131072 in the
-environment, but needing no launcher support):
-- configure(): a fixed mmap threshold (128 KiB, glibc's own starting value), which also turns the
-  dynamic raising off, so large buffers are unmapped when freed;
-- IdleTrimmer: malloc_trim(0) once no tile has been in work for a moment, for what the arenas
-  still hold (small objects, fragments).
-An allocator swap (jemalloc/mimalloc via LD_PRELOAD) would do the same but needs a system library
-in every image and launcher; these two lines of libc need nothing.
+Why: a tile's buffers (request bytes, decoded shots, the fused tile, the reply) are megabytes each.
+Served as their own mappings (glibc's default below its dynamic threshold), every tile maps fresh
+pages and the kernel zero-fills them: ~12,000 page faults per 1224x1024 pair, more system CPU than
+all of the gateway's own work (26 of 44 ms per fused megapixel with a model that costs nothing,
+benchmarks/serving_path.py). Kept in the heap and never trimmed, RSS stays at a burst's peak. So:
+- configure(): an mmap threshold of 32 MiB (glibc's largest; a tile's buffers come from the heap
+  and are reused hot) and a trim threshold of 1 GiB (free() does not hand pages back mid-load);
+  setting them also turns glibc's dynamic thresholds off;
+- IdleTrimmer: malloc_trim(0) once no tile has been in work for a moment, which returns every
+  arena's free pages after a burst.
+The same as MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ in the environment, but needing no
+launcher support. An allocator swap (jemalloc/mimalloc via LD_PRELOAD) would need a system library
+in every image and launcher; these lines of libc need nothing.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ import logging
 
 log = logging.getLogger(__name__)
 
-M_MMAP_THRESHOLD = -3  # mallopt parameter numbers from glibc's malloc.h
-MMAP_THRESHOLD_BYTES = 128 * 1024
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024   # glibc refuses more (HEAP_MAX_SIZE / 2 on 64-bit)
+TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
 
 
 def _glibc():
@@ -38,12 +41,13 @@ def _glibc():
 _LIBC = _glibc()
 
 
-def configure(mmap_threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Fixes glibc's mmap threshold; True when it was set."""
+def configure(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
+    """Fixes glibc's mmap and trim thresholds; True when both were set."""
     if _LIBC is None:
         return False
-    ok = bool(_LIBC.mallopt(M_MMAP_THRESHOLD, mmap_threshold))
-    log.debug("malloc mmap threshold %d bytes: %s", mmap_threshold, "set" if ok else "refused")
+    ok = bool(_LIBC.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) & bool(_LIBC.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    log.debug("malloc mmap threshold %d, trim threshold %d bytes: %s", mmap_threshold, trim_threshold,
+              "set" if ok else "refused")
     return ok
 
 
