@@ -16,15 +16,21 @@ each is served by `tsva serve` on loopback (embedded backend, --max-batch 48) an
 `--model shipped` serves the shipped network instead (its pixel-typed form for the uint8 paths):
 that is how the CPU plan (224-px patches vs whole tiles) was chosen.
 
+`--baseline REV` also serves every path with the gateway of commit REV (its common/, server/ and
+clients/ sources on PYTHONPATH, the same loader), just before the current code: before and after
+in one run.
+
 The machine's load average is printed beside the figures: on shared cores compare the paths
 within one run. Usage:
-    python benchmarks/serving_path.py [--duration 15] [--warmup 3] [--json]
+    python benchmarks/serving_path.py [--duration 15] [--warmup 3] [--json] [--baseline REV]
         [--paths float32-patch,float32-tile,uint8-tile,uint8-patch] [--model identity|shipped]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -33,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.gateway import start_gateway  # noqa: E402
+from tests.support.gateway import free_port, start_gateway  # noqa: E402
 
 from support import run_loadtest  # noqa: E402  (benchmarks/support.py)
 
@@ -43,6 +49,9 @@ PATHS = {
     "float32-tile": ("float32", "tile"),
     "uint8-tile": ("uint8", "tile"),
     "uint8-patch": ("uint8", "224"),
+    # Not the gateway: grpc_floor_server.py, which only parses requests and echoes shot_a (no
+    # Brenner, no backend): what grpcio and protobuf alone cost per fused megapixel here.
+    "grpc-floor": (None, None),
 }
 DEFAULT_PATHS = "float32-patch,uint8-tile"
 TARGET_MS_PER_MP, TARGET_BYTES_PER_PIXEL = 10.0, 9.0
@@ -89,8 +98,40 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def measure(name: str, model: Path, patch_size: str, args) -> dict:
-    with start_gateway(model, patch_size=patch_size, patch_overlap=64, max_batch=48) as gw:
+def baseline_sources(rev: str, folder: Path) -> str:
+    """PYTHONPATH serving the gateway of commit `rev`: its three source trees, unpacked in `folder`."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "common", "server", "clients"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return os.pathsep.join(str(folder / part) for part in ("server", "common", "clients"))
+
+
+def measure_floor(args) -> dict:
+    """grpc_floor_server.py under the same load: the gRPC + protobuf share of the gateway's CPU."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("grpc_floor_server.py")), str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(server.stdout.readline().split()[1])
+        report = run_loadtest(f"127.0.0.1:{port}", concurrency=4, window=2, duration=args.duration,
+                              warmup=args.warmup, encoding="raw", gateway_pid=pid,
+                              timeout=args.duration + args.warmup + 120)
+    finally:
+        server.terminate()
+        server.wait(10)
+    cpu_percent = (report.get("gateway") or {}).get("cpu_percent")
+    mp_per_s = report["fused_mp_per_s"]
+    return {"path": "grpc-floor", "patch_size": "-", "model_io": "-", "tiles_per_s": report["throughput"],
+            "fused_mp_per_s": mp_per_s, "gateway_cpu_percent": cpu_percent,
+            "gateway_cpu_ms_per_mp": round(10.0 * cpu_percent / mp_per_s, 2) if cpu_percent and mp_per_s else None,
+            "bytes_per_fused_pixel": None, "p50_ms": report["p50"], "errors": report["error_count"],
+            "ok": report["ok"], "rss_mb_peak": (report.get("gateway") or {}).get("rss_mb_peak"),
+            "loadavg_before": "-", "loadavg_after": loadavg()}
+
+
+def measure(name: str, model: Path, patch_size: str, args, pythonpath: str | None = None) -> dict:
+    env = {"PYTHONPATH": pythonpath} if pythonpath else None
+    with start_gateway(model, patch_size=patch_size, patch_overlap=64, max_batch=48, env=env) as gw:
         before = scrape(gw.metrics_url)
         load_before = loadavg()
         report = run_loadtest(gw.address, concurrency=4, window=2, duration=args.duration, warmup=args.warmup,
@@ -118,6 +159,7 @@ def main() -> int:
     parser.add_argument("--paths", default=DEFAULT_PATHS, help=f"comma-separated, of {', '.join(PATHS)}")
     parser.add_argument("--model", choices=("identity", "shipped"), default="identity",
                         help="identity: output = y1 (the gateway's own cost); shipped: the shipped network")
+    parser.add_argument("--baseline", metavar="REV", help="also serve each path with the gateway of this commit, first")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     names = [n.strip() for n in args.paths.split(",") if n.strip()]
@@ -134,18 +176,33 @@ def main() -> int:
 
             models = {"float32": Path(DEFAULT_MODEL_PATH),
                       "uint8": write_pixel_model(DEFAULT_MODEL_PATH, Path(tmp) / "shipped_uint8.onnx", "uint8")}
+        versions = [("", None)]
+        if args.baseline:
+            old = Path(tmp) / "baseline"
+            old.mkdir()
+            versions.insert(0, (f"{args.baseline} ", baseline_sources(args.baseline, old)))
         for name in names:
             io, patch = PATHS[name]
-            results.append(measure(name, models[io], patch, args))
-            if not args.json:
+            if name == "grpc-floor":
+                results.append({"code": "current", **measure_floor(args)})
                 r = results[-1]
-                print(f"{name:14s} patch {patch:>4s}: {r['fused_mp_per_s']:6.2f} MP/s, gateway CPU "
+                if not args.json:
+                    print(f"{name:14s} (parse + echo only): {r['fused_mp_per_s']:6.2f} MP/s, CPU "
+                          f"{r['gateway_cpu_percent']} % = {r['gateway_cpu_ms_per_mp']} ms/MP", flush=True)
+                continue
+            for label, pythonpath in versions:
+                results.append({"code": label.strip() or "current",
+                                **measure(name, models[io], patch, args, pythonpath)})
+                if args.json:
+                    continue
+                r = results[-1]
+                print(f"{label}{name:14s} patch {patch:>4s}: {r['fused_mp_per_s']:6.2f} MP/s, gateway CPU "
                       f"{r['gateway_cpu_percent']} % = {r['gateway_cpu_ms_per_mp']} ms/MP, "
                       f"{r['bytes_per_fused_pixel']} bytes/fused px to+from the backend, p50 {r['p50_ms']} ms, "
                       f"{r['errors']} errors (load {r['loadavg_before']} -> {r['loadavg_after']})", flush=True)
     summary = {"model": args.model, "paths": results, "targets": {"gateway_cpu_ms_per_mp": TARGET_MS_PER_MP,
                                              "bytes_per_fused_pixel": TARGET_BYTES_PER_PIXEL}}
-    by = {r["path"]: r for r in results}
+    by = {r["path"]: r for r in results if r["code"] == "current"}
     if "float32-patch" in by and "uint8-tile" in by:
         before, after = by["float32-patch"], by["uint8-tile"]
         summary["cpu_ratio"] = (round(before["gateway_cpu_ms_per_mp"] / after["gateway_cpu_ms_per_mp"], 2)
@@ -155,6 +212,16 @@ def main() -> int:
                   f"{after['gateway_cpu_ms_per_mp']} ms/MP (target <= {TARGET_MS_PER_MP:g}), "
                   f"{before['bytes_per_fused_pixel']} -> {after['bytes_per_fused_pixel']} bytes/fused px "
                   f"(target <= {TARGET_BYTES_PER_PIXEL:g})")
+    if args.baseline:
+        for name in (n for n in names if n != "grpc-floor"):
+            old, new = (next(r for r in results if r["path"] == name and r["code"] == code)
+                        for code in (args.baseline, "current"))
+            summary.setdefault("against_baseline", {})[name] = {
+                "gateway_cpu_ms_per_mp": [old["gateway_cpu_ms_per_mp"], new["gateway_cpu_ms_per_mp"]],
+                "fused_mp_per_s": [old["fused_mp_per_s"], new["fused_mp_per_s"]]}
+            if not args.json:
+                print(f"{name}: {args.baseline} -> current: gateway CPU {old['gateway_cpu_ms_per_mp']} -> "
+                      f"{new['gateway_cpu_ms_per_mp']} ms/MP, {old['fused_mp_per_s']} -> {new['fused_mp_per_s']} MP/s")
     if args.json:
         print(json.dumps(summary, indent=1))
     return 0 if all(r["errors"] == 0 and r["ok"] > 0 for r in results) else 1
