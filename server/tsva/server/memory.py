@@ -2,17 +2,19 @@
 tiles flow, given back to the OS once they stop.
 
 Why: a tile's buffers (request bytes, decoded shots, the fused tile, the reply) are megabytes each.
-Served as their own mappings (glibc's default below its dynamic threshold), every tile maps fresh
-pages and the kernel zero-fills them: ~12,000 page faults per 1224x1024 pair, more system CPU than
+Served as their own mappings (what a fixed 128-KiB mmap threshold gave here), every tile maps
+fresh pages and the kernel zero-fills them: ~12,000 page faults per 1224x1024 pair, more system CPU than
 all of the gateway's own work (26 of 44 ms per fused megapixel with a model that costs nothing,
 benchmarks/serving_path.py). Kept in the heap and never trimmed, RSS stays at a burst's peak. So:
 - configure(): an mmap threshold of 32 MiB (glibc's largest; a tile's buffers come from the heap
-  and are reused hot) and a trim threshold of 1 GiB (free() does not hand pages back mid-load);
-  setting them also turns glibc's dynamic thresholds off;
-- IdleTrimmer: malloc_trim(0) once no tile has been in work for a moment, which returns every
-  arena's free pages after a burst.
-The same as MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ in the environment, but needing no
-launcher support. An allocator swap (jemalloc/mimalloc via LD_PRELOAD) would need a system library
+  and are reused hot), a trim threshold of 1 GiB (free() does not hand pages back mid-load), which
+  also turns glibc's dynamic thresholds off, and one arena for all threads (malloc_trim shrinks
+  only the main arena's top; per-thread arenas kept ~75 MB more after a burst; a tile's few large
+  allocations do not contend for its lock);
+- IdleTrimmer: malloc_trim(0) once no tile has been in work for a moment, which returns the free
+  pages after a burst.
+The same as MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and MALLOC_ARENA_MAX in the environment,
+but needing no launcher support. An allocator swap (jemalloc/mimalloc via LD_PRELOAD) would need a system library
 in every image and launcher; these lines of libc need nothing.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 
 log = logging.getLogger(__name__)
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters, glibc's malloc.h
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024   # glibc refuses more (HEAP_MAX_SIZE / 2 on 64-bit)
 TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
 
@@ -42,11 +44,13 @@ _LIBC = _glibc()
 
 
 def configure(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
-    """Fixes glibc's mmap and trim thresholds; True when both were set."""
+    """Fixes glibc's mmap and trim thresholds and its arenas to one (before the gateway starts its
+    threads); True when all three were set."""
     if _LIBC is None:
         return False
-    ok = bool(_LIBC.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) & bool(_LIBC.mallopt(M_TRIM_THRESHOLD, trim_threshold))
-    log.debug("malloc mmap threshold %d, trim threshold %d bytes: %s", mmap_threshold, trim_threshold,
+    settings = ((M_MMAP_THRESHOLD, mmap_threshold), (M_TRIM_THRESHOLD, trim_threshold), (M_ARENA_MAX, 1))
+    ok = all([bool(_LIBC.mallopt(param, value)) for param, value in settings])
+    log.debug("malloc mmap threshold %d, trim threshold %d bytes, one arena: %s", mmap_threshold, trim_threshold,
               "set" if ok else "refused")
     return ok
 
