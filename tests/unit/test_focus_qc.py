@@ -60,6 +60,10 @@ def test_optics_from_metadata_reads_the_trained_range_and_section():
     assert optics.focus_range_um == 2.0 and optics.defocus_um[-1] == 3.0
     assert list(optics.layer_depths_um) == [-2.0, -1.0, 0.0, 1.0, 2.0]
     assert FocusOptics.from_metadata({"optics.defocus_um": "1"}) is None
+    # A model trained on a distribution of sections has no single one: the routine 4-um cut.
+    mixed = {k: v for k, v in meta.items() if not k.startswith("sample.")}
+    mixed["sample.distribution"] = "25% single thin plane, else 0.5-5 um"
+    assert list(FocusOptics.from_metadata(mixed).layer_depths_um) == [-2.0, -1.0, 0.0, 1.0, 2.0]
 
 
 def test_ring_spectra_of_a_window_stack_are_the_sums_of_each_windows_full_plane_rings():

@@ -49,6 +49,7 @@ DD_MARGIN_UM = 0.25      # dD tolerated beyond the trained dD values
 WEIGHT_POWER = 2.0
 MIN_COHERENCE = 0.1      # below this correlation between the shots' spectra: no texture, no estimate
 PRIOR_WEIGHT = 0.01      # the prior's weight: cost / min(cost) + PRIOR_WEIGHT (n / focus sigma)^2
+ROUTINE_SECTION = (4.0, 5)  # um, layers: a routine H&E cut, the simulator's default section
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,10 @@ class FocusOptics:
         index = optics.refractive_index
         index = index if index is not None and index > na else max(1.0, na + 1e-3)
         thickness, layers = section.thickness_um, section.layers
+        if thickness is None and section.distribution:
+            # Trained on many sections (thin planes to ~5 um): no single one to fit, so the routine
+            # H&E cut, the section the estimate's accuracy was measured on (benchmarks/scan_focus_qc.py).
+            thickness, layers = ROUTINE_SECTION
         return cls(na, index, pixel, waves, optics.defocus_um or (), optics.focus_sigma_um or 0.0,
                    thickness if thickness is not None and thickness > 0 else 0.0,
                    layers if layers is not None and layers >= 1 else 1)
