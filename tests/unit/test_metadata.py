@@ -24,11 +24,12 @@ def test_shipped_model_reads_typed_and_round_trips_unchanged():
     assert meta.to_props() == props
     assert meta.model_name == "tsva" and meta.model_version == "1" and meta.architecture == "tsva"
     assert meta.optics == OpticsMetadata(0.75, 1.0, 0.25, (0.61, 0.53, 0.47), (0.5, 1.0, 1.5, 2.0, 2.5, 3.0), 1.0)
-    assert meta.section.thickness_um == 4.0 and meta.section.layers == 5
+    # Trained on the per-pair section distribution: no single section, its ranges instead.
+    assert meta.section.thickness_um is None and meta.section.distribution.startswith("25% single thin plane")
+    assert meta.section.distribution_ranges["thickness_um"] == (0.5, 5.0)
     assert (meta.patch_size, meta.base_width, meta.depth, meta.size_multiple) == (96, 16, 3, 8)
     assert meta.training_command.startswith("tsva train --arch tsva")
-    # The shipped model predates the condition key: it reads as unconditioned.
-    assert meta.condition is None and not meta.conditioned
+    assert meta.condition == "none" and not meta.conditioned
     assert meta.extra == {} and meta.unreadable == {}
 
 
