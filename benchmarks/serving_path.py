@@ -106,6 +106,27 @@ def baseline_sources(rev: str, folder: Path) -> str:
     return os.pathsep.join(str(folder / part) for part in ("server", "common", "clients"))
 
 
+def load(address: str, pid: int, args) -> dict:
+    """The benchmark's load (4 streams, window 2, RAW 1224x1024) on `address`, CPU of process `pid`."""
+    return run_loadtest(address, concurrency=4, window=2, duration=args.duration, warmup=args.warmup,
+                        encoding="raw", gateway_pid=pid, timeout=args.duration + args.warmup + 120)
+
+
+def row(name: str, patch_size: str, report: dict, load_before: str, bytes_per_pixel: float | None) -> dict:
+    """One path's figures from its loadtest report."""
+    gateway = report.get("gateway") or {}
+    cpu_percent, mp_per_s = gateway.get("cpu_percent"), report["fused_mp_per_s"]
+    return {
+        "path": name, "patch_size": patch_size, "model_io": PATHS[name][0] or "-",
+        "tiles_per_s": report["throughput"], "fused_mp_per_s": mp_per_s,
+        "gateway_cpu_percent": cpu_percent,
+        "gateway_cpu_ms_per_mp": round(10.0 * cpu_percent / mp_per_s, 2) if cpu_percent and mp_per_s else None,
+        "bytes_per_fused_pixel": bytes_per_pixel,
+        "p50_ms": report["p50"], "errors": report["error_count"], "ok": report["ok"],
+        "rss_mb_peak": gateway.get("rss_mb_peak"), "loadavg_before": load_before, "loadavg_after": loadavg(),
+    }
+
+
 def measure_floor(args) -> dict:
     """grpc_floor_server.py under the same load: the gRPC + protobuf share of the gateway's CPU."""
     port = free_port()
@@ -113,20 +134,12 @@ def measure_floor(args) -> dict:
                               stdout=subprocess.PIPE, text=True)
     try:
         pid = int(server.stdout.readline().split()[1])
-        report = run_loadtest(f"127.0.0.1:{port}", concurrency=4, window=2, duration=args.duration,
-                              warmup=args.warmup, encoding="raw", gateway_pid=pid,
-                              timeout=args.duration + args.warmup + 120)
+        load_before = loadavg()
+        report = load(f"127.0.0.1:{port}", pid, args)
     finally:
         server.terminate()
         server.wait(10)
-    cpu_percent = (report.get("gateway") or {}).get("cpu_percent")
-    mp_per_s = report["fused_mp_per_s"]
-    return {"path": "grpc-floor", "patch_size": "-", "model_io": "-", "tiles_per_s": report["throughput"],
-            "fused_mp_per_s": mp_per_s, "gateway_cpu_percent": cpu_percent,
-            "gateway_cpu_ms_per_mp": round(10.0 * cpu_percent / mp_per_s, 2) if cpu_percent and mp_per_s else None,
-            "bytes_per_fused_pixel": None, "p50_ms": report["p50"], "errors": report["error_count"],
-            "ok": report["ok"], "rss_mb_peak": (report.get("gateway") or {}).get("rss_mb_peak"),
-            "loadavg_before": "-", "loadavg_after": loadavg()}
+    return row("grpc-floor", "-", report, load_before, None)
 
 
 def measure(name: str, model: Path, patch_size: str, args, pythonpath: str | None = None) -> dict:
@@ -134,22 +147,11 @@ def measure(name: str, model: Path, patch_size: str, args, pythonpath: str | Non
     with start_gateway(model, patch_size=patch_size, patch_overlap=64, max_batch=48, env=env) as gw:
         before = scrape(gw.metrics_url)
         load_before = loadavg()
-        report = run_loadtest(gw.address, concurrency=4, window=2, duration=args.duration, warmup=args.warmup,
-                              encoding="raw", gateway_pid=gw.process.pid, timeout=args.duration + args.warmup + 120)
+        report = load(gw.address, gw.process.pid, args)
         after = scrape(gw.metrics_url)
-    cpu_percent = (report.get("gateway") or {}).get("cpu_percent")
-    mp_per_s = report["fused_mp_per_s"]
     pixels = after["pixels"] - before["pixels"]
-    return {
-        "path": name, "patch_size": patch_size, "model_io": PATHS[name][0],
-        "tiles_per_s": report["throughput"], "fused_mp_per_s": mp_per_s,
-        "gateway_cpu_percent": cpu_percent,
-        "gateway_cpu_ms_per_mp": round(10.0 * cpu_percent / mp_per_s, 2) if cpu_percent and mp_per_s else None,
-        "bytes_per_fused_pixel": round((after["bytes"] - before["bytes"]) / pixels, 2) if pixels else None,
-        "p50_ms": report["p50"], "errors": report["error_count"], "ok": report["ok"],
-        "rss_mb_peak": (report.get("gateway") or {}).get("rss_mb_peak"),
-        "loadavg_before": load_before, "loadavg_after": loadavg(),
-    }
+    return row(name, patch_size, report, load_before,
+               round((after["bytes"] - before["bytes"]) / pixels, 2) if pixels else None)
 
 
 def main() -> int:

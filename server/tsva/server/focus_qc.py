@@ -315,7 +315,6 @@ class FocusEstimator:
         m = ((oa ** 2).mean(0), (ob ** 2).mean(0), (oa * ob).mean(0))
         # Inner products with the weights (1, 1, 2) of the (aa, bb, ab) components (|A B*| counts twice).
         dot = lambda x, y: x[0] * y[0] + x[1] * y[1] + 2 * x[2] * y[2]  # noqa: E731
-        e = (1.0, 1.0, 0.0)
         mm, pm, em = dot(m, m) + 1e-30, dot(p, m), m[0] + m[1]
         qp_qe = (p[0] + p[1]) - pm * em / mm          # projections off the model direction
         qe_qe = 2.0 - em ** 2 / mm
