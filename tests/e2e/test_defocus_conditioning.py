@@ -2,7 +2,8 @@
 defocus offsets reach the network (dD 0.5 and 3 give different tiles, the same offsets the same
 tile), a pair outside the trained dD is flagged for rescan with the reason, the optional
 pixel_size_um is checked against the model's (INVALID_ARGUMENT naming both values); the model
-contract reads the optional `dd` input."""
+contract reads the optional `dd` input. Through a real tritonserver too (its Python backend running
+the same ONNX file), with dd inside gRPC and through system shared memory."""
 from __future__ import annotations
 
 import grpc
@@ -19,6 +20,7 @@ from tsva.v1 import tsva_pb2 as pb
 from tsva.v1 import tsva_pb2_grpc as pb_grpc
 
 from tests.support.gateway import start_gateway
+from tests.support.triton_harness import TritonServer
 
 SHARP = data.astronaut()[:96, :128]
 
@@ -61,3 +63,25 @@ def test_a_conditioned_model_gets_the_requests_dd(conditioned_model):
             stub.Fuse(_request(1.0, pixel_size_um=0.5), timeout=60)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "pixel_size_um" in err.value.details() and "0.5" in err.value.details() and "0.25" in err.value.details()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transport", ["off", "system"])
+def test_a_conditioned_model_on_triton_gets_the_requests_dd(conditioned_model, transport):
+    """The Triton backend sends each item's dD beside its pixels (gRPC or shared memory): the
+    tiles equal the embedded backend's at dD 0.5 and 3, and differ between them."""
+    def fused(stub, dd):
+        return decode_image(stub.Fuse(_request(dd), timeout=60).fused)
+
+    with TritonServer(conditioned_model) as triton:
+        with start_gateway(conditioned_model) as embedded, embedded.channel() as ch:
+            reference = {dd: fused(pb_grpc.VirtualAutofocusStub(ch), dd) for dd in (0.5, 3.0)}
+        with start_gateway(conditioned_model, backend="triton", triton_urls=triton.url,
+                           triton_shared_memory=transport) as gw, gw.channel() as ch:
+            stub = pb_grpc.VirtualAutofocusStub(ch)
+            via_triton = {dd: fused(stub, dd) for dd in (0.5, 3.0)}
+            assert stub.GetInfo(pb.GetInfoRequest(), timeout=10).backend == "triton"
+    assert not np.array_equal(via_triton[0.5], via_triton[3.0])
+    for dd in (0.5, 3.0):
+        diff = np.abs(via_triton[dd].astype(int) - reference[dd].astype(int)).max()
+        assert diff <= 1, f"dD {dd}: max abs difference {diff} from the embedded backend"

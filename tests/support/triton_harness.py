@@ -30,6 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tsva.common.contract import INPUT_DD
+
 from tests.support.gateway import free_port
 from tests.support.paths import REPO_ROOT
 
@@ -81,7 +83,23 @@ def cpu_model_config(model_name: str, onnx_path: Path, intra_op_threads: int = 1
     if max_batch_size is not None:
         config.max_batch_size = max_batch_size
     _follow_pixel_io(config, Path(onnx_path))
+    _follow_defocus_input(config, Path(onnx_path))
     return config
+
+
+def _follow_defocus_input(config, onnx_path: Path) -> None:
+    """A defocus-conditioned ONNX file: its third input `dd` (float32, one value per item) in the
+    config, and in the warm-up, as `tsva export` writes it for Triton."""
+    import onnx
+    from tritonclient.grpc import model_config_pb2
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    if INPUT_DD not in [i.name for i in model.graph.input]:
+        return
+    config.input.add(name=INPUT_DD, data_type=model_config_pb2.TYPE_FP32, dims=[1])
+    for warmup in config.model_warmup:
+        warmup.inputs[INPUT_DD].CopyFrom(model_config_pb2.ModelWarmup.Input(
+            data_type=model_config_pb2.TYPE_FP32, dims=[1], zero_data=True))
 
 
 def _follow_pixel_io(config, onnx_path: Path) -> None:

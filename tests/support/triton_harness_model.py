@@ -5,7 +5,8 @@ backend), so the tests serve the SAME ONNX file through this model: a CPU model 
 model_repository/tsva_cpu. triton_harness.py copies it into a temporary repository as
 `<model>/1/model.py`; it runs inside Triton's Python stub process, not under pytest.
 
-Config parameters: `onnx_path` (absolute path of the ONNX file), `intra_op_threads`.
+Config parameters: `onnx_path` (absolute path of the ONNX file), `intra_op_threads`. A
+defocus-conditioned ONNX file (a third input `dd`, float32 [N, 1]) gets each request's dd too.
 """
 import json
 
@@ -23,28 +24,26 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
             params["onnx_path"], sess_options=options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]  # y1, y2 and maybe dd
 
     def execute(self, requests):
         # Each request is answered on its own: one bad request fails alone, as in Triton's own
         # backends. Requests of the same patch size are run as one ONNX Runtime batch.
         arrays = []
         for request in requests:
-            y1 = pb_utils.get_input_tensor_by_name(request, "y1").as_numpy()
-            y2 = pb_utils.get_input_tensor_by_name(request, "y2").as_numpy()
-            arrays.append((y1, y2))
+            arrays.append([pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs])
         responses = [None] * len(requests)
         by_shape: dict[tuple, list[int]] = {}
-        for i, (y1, y2) in enumerate(arrays):
+        for i, (y1, y2, *_) in enumerate(arrays):
             if y1.shape != y2.shape:
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(
                     f"y1 {list(y1.shape)} and y2 {list(y2.shape)} differ in shape"))
                 continue
             by_shape.setdefault(y1.shape[1:], []).append(i)
         for indices in by_shape.values():
-            y1 = np.concatenate([arrays[i][0] for i in indices])
-            y2 = np.concatenate([arrays[i][1] for i in indices])
+            feeds = {name: np.concatenate([arrays[i][k] for i in indices]) for k, name in enumerate(self.inputs)}
             try:
-                (x,) = self.session.run(["x"], {"y1": y1, "y2": y2})
+                (x,) = self.session.run(["x"], feeds)
             except Exception as exc:  # ONNX Runtime error: answer these requests with it
                 for i in indices:
                     responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))

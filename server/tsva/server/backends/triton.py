@@ -282,9 +282,6 @@ class TritonBackend(Backend):
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         ep.contract = contract_from_io(tensors("input"), tensors("output"), params,
                                        where=f"model {self.model_name!r} on {ep.url}")
-        if ep.contract.defocus_input:  # not sent by this backend yet: refused, never served without it
-            raise ContractError(f"model {self.model_name!r} on {ep.url} takes a defocus input "
-                                f"({ep.contract.defocus_input}); serve it with the embedded backend")
         kinds = {g.get("kind", "KIND_AUTO") for g in config.get("instance_group", [])}
         ep.device = "cpu" if kinds == {"KIND_CPU"} else "gpu"
         ep.max_side = profile_max_side(config, ep.contract)
@@ -319,21 +316,26 @@ class TritonBackend(Backend):
         return "; ".join(reasons) or "none"
 
     # ----------------------------------------------------------------- inference
-    async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+    async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None,
+                    dd: np.ndarray | None = None) -> np.ndarray:
         if y1.shape != y2.shape or y1.ndim != 4:
             raise ValueError(f"y1 {list(y1.shape)} and y2 {list(y2.shape)} must be the same [N, C, H, W]")
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.request_timeout_s)
-        dtype = self.model_info().contract.pixel_type
-        y1 = np.ascontiguousarray(y1, dtype=dtype)
-        y2 = np.ascontiguousarray(y2, dtype=dtype)
+        contract = self.model_info().contract
+        arrays = {INPUT_Y1: np.ascontiguousarray(y1, dtype=contract.pixel_type),
+                  INPUT_Y2: np.ascontiguousarray(y2, dtype=contract.pixel_type)}
+        if contract.defocus_input:  # a conditioned model: every item's dD travels with its pixels
+            arrays[contract.defocus_input] = (np.zeros((len(y1), 1), np.float32) if dd is None else
+                                              np.ascontiguousarray(dd, dtype=np.float32).reshape(len(y1), 1))
         # The smallest max_batch_size of the endpoints seen so far: one that joined later (e.g. a
         # CPU Triton beside GPU ones) may take less than the model_info() of start-up said.
         step = min([ep.max_batch_size for ep in self._endpoints if ep.max_batch_size]
                    or [self.model_info().max_batch_size])
         if len(y1) <= step:
-            return await self._infer_batch(y1, y2, deadline)
+            return await self._infer_batch(arrays, deadline)
         parts = await asyncio.gather(*(
-            self._infer_batch(y1[i:i + step], y2[i:i + step], deadline) for i in range(0, len(y1), step)))
+            self._infer_batch({name: a[i:i + step] for name, a in arrays.items()}, deadline)
+            for i in range(0, len(y1), step)))
         return np.concatenate(parts)
 
     def _pick(self) -> EndpointState | None:
@@ -371,8 +373,9 @@ class TritonBackend(Backend):
             self._shm_failed(ep.label, exc)
             return None
 
-    async def _infer_batch(self, y1: np.ndarray, y2: np.ndarray, deadline: float) -> np.ndarray:
-        arrays = {INPUT_Y1: y1, INPUT_Y2: y2}
+    async def _infer_batch(self, arrays: dict[str, np.ndarray], deadline: float) -> np.ndarray:
+        """arrays: the model's inputs by name (y1, y2 and, for a conditioned model, dd)."""
+        y1 = arrays[INPUT_Y1]
         expected = {OUTPUT_X: (y1.shape, y1.dtype)}  # the model answers x like y1, in either contract
         in_request: Staged | None = None  # built once, reused by retries
         max_attempts = self._max_attempts or max(3, 2 * len(self._endpoints))
