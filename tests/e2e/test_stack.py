@@ -156,7 +156,10 @@ HEALTH = ["--health-interval=1s", "--health-timeout=2s"]
 @pytest.mark.slow
 def test_waits_for_each_service_in_order_on_a_real_engine(real_engine):
     client, project, run = real_engine
-    run("triton", "sleep 3; touch /tmp/ready; exec sleep 300", *HEALTH, "--health-cmd=test -f /tmp/ready")
+    # Probes failing before the file exists must not count (Docker's default of 3 retries at 1 s
+    # raced the 3 s sleep on a busy machine): a start period, as a slow-starting Triton has.
+    run("triton", "sleep 3; touch /tmp/ready; exec sleep 300", *HEALTH, "--health-cmd=test -f /tmp/ready",
+        "--health-start-period=30s")
     run("gateway", "exec sleep 300", *HEALTH, "--health-cmd=true")
     services = [stack.ServicePlan("triton", healthcheck=True, wait_s=60),
                 stack.ServicePlan("gateway", {"triton": "service_healthy"}, healthcheck=True, wait_s=60)]
