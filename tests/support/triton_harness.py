@@ -82,18 +82,19 @@ def cpu_model_config(model_name: str, onnx_path: Path, intra_op_threads: int = 1
     config.parameters["intra_op_threads"].string_value = str(intra_op_threads)
     if max_batch_size is not None:
         config.max_batch_size = max_batch_size
-    _follow_pixel_io(config, Path(onnx_path))
-    _follow_defocus_input(config, Path(onnx_path))
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    _follow_pixel_io(config, model)
+    _follow_defocus_input(config, model)
     return config
 
 
-def _follow_defocus_input(config, onnx_path: Path) -> None:
-    """A defocus-conditioned ONNX file: its third input `dd` (float32, one value per item) in the
+def _follow_defocus_input(config, model) -> None:
+    """A defocus-conditioned ONNX model: its third input `dd` (float32, one value per item) in the
     config, and in the warm-up, as `tsva export` writes it for Triton."""
-    import onnx
     from tritonclient.grpc import model_config_pb2
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
     if INPUT_DD not in [i.name for i in model.graph.input]:
         return
     config.input.add(name=INPUT_DD, data_type=model_config_pb2.TYPE_FP32, dims=[1])
@@ -102,14 +103,13 @@ def _follow_defocus_input(config, onnx_path: Path) -> None:
             data_type=model_config_pb2.TYPE_FP32, dims=[1], zero_data=True))
 
 
-def _follow_pixel_io(config, onnx_path: Path) -> None:
+def _follow_pixel_io(config, model) -> None:
     """A pixel-typed ONNX file (`tsva export --io uint8|uint16`): its tensors as it declares them
     (NHWC, its element type), the warm-up in that form, and its io.* metadata as config
     parameters, which is how the gateway learns them from Triton (as pixel_triton_config writes)."""
     import onnx
     from tritonclient.grpc import model_config_pb2
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
     elem = model.graph.input[0].type.tensor_type.elem_type
     triton_type = {onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.UINT16: "TYPE_UINT16"}.get(elem)
     if triton_type is None:

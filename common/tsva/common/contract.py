@@ -93,6 +93,15 @@ class ModelContract:
         h, w = padded_size(max(height, self.min_size), max(width, self.min_size), self.size_multiple)
         return h, w
 
+    def model_inputs(self, y1: np.ndarray, y2: np.ndarray, dd: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The model's inputs by name for a batch: y1, y2 and, for a conditioned model, each item's
+        dD as float32 [N, 1] (0 where the caller has none, e.g. a readiness probe)."""
+        inputs = {self.inputs[0]: y1, self.inputs[1]: y2}
+        if self.defocus_input:
+            inputs[self.defocus_input] = (np.zeros((len(y1), 1), np.float32) if dd is None else
+                                          np.ascontiguousarray(dd, dtype=np.float32).reshape(len(y1), 1))
+        return inputs
+
     def probe(self) -> np.ndarray:
         """A smallest valid batch of zeros (readiness probes, warm-up)."""
         side = max(self.canvas_size(1, 1))

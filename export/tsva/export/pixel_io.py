@@ -143,6 +143,12 @@ def wrap_pixel_io(model: onnx.ModelProto, io: str) -> onnx.ModelProto:
 
 def write_pixel_model(source: str | Path, output: str | Path, io: str) -> Path:
     """Reads the float32-contract ONNX file `source`, writes its pixel-typed form to `output`."""
+    _write_pixel_model(source, output, io)
+    return Path(output)
+
+
+def _write_pixel_model(source: str | Path, output: str | Path, io: str) -> onnx.ModelProto:
+    """write_pixel_model, returning the model it wrote."""
     output = Path(output)
     if Path(source).resolve() == output.resolve():
         raise PixelIOError(f"-o {output}: would overwrite the float32 model it is made from")
@@ -153,8 +159,9 @@ def write_pixel_model(source: str | Path, output: str | Path, io: str) -> Path:
     except Exception as exc:  # a corrupt or foreign file
         raise PixelIOError(f"{source}: cannot read it as ONNX ({type(exc).__name__}: {exc})") from None
     output.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(wrap_pixel_io(model, io), str(output))
-    return output
+    wrapped = wrap_pixel_io(model, io)
+    onnx.save(wrapped, str(output))
+    return wrapped
 
 
 def pixel_triton_config(model_name: str, io: str, *, max_batch_size: int = 8, instances: int = 2,
@@ -243,8 +250,8 @@ def write_triton_variant(source: str | Path, repository: str | Path, io: str, *,
     if model_dir.exists() and not model_dir.is_dir():
         raise PixelIOError(f"--triton-dir: {model_dir} exists and is not a folder")
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    written = write_pixel_model(source, model_dir / "1" / "model.onnx", io)
-    conditioned = INPUT_DD in [i.name for i in onnx.load(str(written), load_external_data=False).graph.input]
+    written = _write_pixel_model(source, model_dir / "1" / "model.onnx", io)
+    conditioned = INPUT_DD in [i.name for i in written.graph.input]
     (model_dir / "config.pbtxt").write_text(pixel_triton_config(model_dir.name, io, defocus=conditioned, **config))
     return model_dir
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsva.server.backends.base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
+from tsva.server.backends.base import OUTPUT_X, Backend, BackendUnavailable, ModelInfo
 from tsva.common.contract import ContractError, contract_from_io
 from tsva.common.metadata import ModelMetadata
 
@@ -86,10 +86,7 @@ class EmbeddedBackend(Backend):
         self._healthy = True
 
     def _run(self, y1: np.ndarray, y2: np.ndarray, dd: np.ndarray | None = None) -> np.ndarray:
-        feeds = {INPUT_Y1: y1, INPUT_Y2: y2}
-        if self._info is not None and self._info.contract.defocus_input:
-            feeds[self._info.contract.defocus_input] = dd if dd is not None else np.zeros((len(y1), 1), np.float32)
-        return self._session.run([OUTPUT_X], feeds)[0]
+        return self._session.run([OUTPUT_X], self._info.contract.model_inputs(y1, y2, dd))[0]
 
     async def infer(self, y1: np.ndarray, y2: np.ndarray, timeout_s: float | None = None,
                     dd: np.ndarray | None = None) -> np.ndarray:

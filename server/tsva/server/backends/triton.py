@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from .base import INPUT_Y1, INPUT_Y2, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
+from .base import INPUT_Y1, OUTPUT_X, Backend, BackendUnavailable, ModelInfo
 from tsva.common.contract import ContractError, ModelContract, contract_from_io
 from .triton_shm import SHM_ERROR_HINTS, ShmPool, ShmUnavailable, Staged, is_loopback, stage_grpc
 from .triton_targets import Resolver, parse_targets, resolve_dns, split
@@ -322,11 +321,9 @@ class TritonBackend(Backend):
             raise ValueError(f"y1 {list(y1.shape)} and y2 {list(y2.shape)} must be the same [N, C, H, W]")
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.request_timeout_s)
         contract = self.model_info().contract
-        arrays = {INPUT_Y1: np.ascontiguousarray(y1, dtype=contract.pixel_type),
-                  INPUT_Y2: np.ascontiguousarray(y2, dtype=contract.pixel_type)}
-        if contract.defocus_input:  # a conditioned model: every item's dD travels with its pixels
-            arrays[contract.defocus_input] = (np.zeros((len(y1), 1), np.float32) if dd is None else
-                                              np.ascontiguousarray(dd, dtype=np.float32).reshape(len(y1), 1))
+        # For a conditioned model every item's dD travels with its pixels.
+        arrays = contract.model_inputs(np.ascontiguousarray(y1, dtype=contract.pixel_type),
+                                       np.ascontiguousarray(y2, dtype=contract.pixel_type), dd)
         # The smallest max_batch_size of the endpoints seen so far: one that joined later (e.g. a
         # CPU Triton beside GPU ones) may take less than the model_info() of start-up said.
         step = min([ep.max_batch_size for ep in self._endpoints if ep.max_batch_size]
