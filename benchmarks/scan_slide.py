@@ -199,6 +199,38 @@ def _measure(function) -> tuple[float, float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall, time.thread_time() - own
 
 
+def _writer_run(writers_module, canvas, stem: Path, compression: str, quality: int, threads: int):
+    """What `tsva scan` does after the last tile, with one version's writer: the pyramid and both
+    TIFFs; None where that version has no such compression. Three versions of the API are known:
+    today's (write_slides builds the pyramid beside level 0's encoding), 1fdc504's (the pyramid built
+    first, then write_slides with a codec), cda735e's (each file written by its own thread, each
+    encoding its own tiles)."""
+    ome, generic, smallest = stem.with_suffix(".ome.tif"), stem.with_suffix(".tif"), 2 * writers_module.TILE
+    if not hasattr(writers_module, "codec_for"):  # cda735e
+        if compression not in ("deflate", "jpeg", "none"):
+            return None
+
+        def write():
+            canvas.build_pyramid(smallest)
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                jobs = [pool.submit(writers_module.write_ome_tiff, ome, canvas, 0.25, name="bench",
+                                    description="bench", compression=compression, quality=quality),
+                        pool.submit(writers_module.write_generic_tiff, generic, canvas, 0.25,
+                                    description="bench", compression=compression, quality=quality)]
+                for job in jobs:
+                    job.result()
+        return write if threads == 2 else None  # its two threads were fixed
+    codec = writers_module.codec_for(compression, quality)
+    if not hasattr(writers_module, "pyramid_beside"):  # 1fdc504
+        def write():
+            canvas.build_pyramid(smallest, threads)
+            writers_module.write_slides(ome, generic, canvas, 0.25, name="bench", description="bench", codec=codec,
+                                        threads=threads)
+        return write
+    return lambda: writers_module.write_slides(ome, generic, canvas, 0.25, name="bench", description="bench",
+                                               codec=codec, threads=threads, build_pyramid_to=smallest)
+
+
 def writer(args) -> dict:
     from tsva.client.scan import canvas as canvas_now
     from tsva.client.scan import writers as writers_now
@@ -215,55 +247,35 @@ def writer(args) -> dict:
         versions = [("after", canvas_now, writers_now)]
         if args.baseline:
             versions.insert(0, ("before", *_baseline(args.baseline, tmp)))
-        for label, canvas_module, writers_module in versions:
-            canvas = canvas_module.Canvas(tmp / f"work_{label}", width, height, 3, create=True)
-
-            def place():
-                for (t, image), mask in zip(tiles, masks):
-                    canvas.put(t.x, t.y, image, mask)
-
+        canvases = {}
+        for label, canvas_module, _ in versions:
+            canvas = canvases[label] = canvas_module.Canvas(tmp / f"work_{label}", width, height, 3, create=True)
             load = _loadavg()
-            place_cpu, _, _ = _measure(place)
+            place_cpu, _, _ = _measure(lambda: [canvas.put(t.x, t.y, image, mask)
+                                                for (t, image), mask in zip(tiles, masks)])
             out[label] = {"place_cpu_s_per_mp": round(place_cpu / placed_mp, 4), "loadavg": load}
-            # The before wrote the two files in two threads, each encoding its own tiles (its run.py).
-            for threads in (args.threads if label == "after" else [2]):
-                if label == "after":
-                    pyramid = lambda: canvas.build_pyramid(2 * writers_module.TILE, threads)  # noqa: E731
-                else:
-                    pyramid = lambda: canvas.build_pyramid(2 * writers_module.TILE)  # noqa: E731
-                pyramid_cpu, pyramid_wall, pyramid_own = _measure(pyramid)
-                key = f"pyramid_cpu_s_per_mp_{threads}_threads" if label == "after" else "pyramid_cpu_s_per_mp"
-                out[label][key] = round(pyramid_cpu / mp, 4)
-                for compression in args.compressions:
-                    if label == "before" and compression not in ("deflate", "jpeg", "none"):
+        # Before and after alternate, each configuration `rounds` times: the medians are reported, so
+        # a burst of load elsewhere moves one sample, not one side.
+        for threads in args.threads:
+            for compression in args.compressions:
+                for label, _, writers_module in versions:
+                    write = _writer_run(writers_module, canvases[label], tmp / label, compression, args.quality,
+                                        threads)
+                    if write is None:
                         continue
-                    ome, generic = tmp / f"{label}.ome.tif", tmp / f"{label}.tif"
-                    if label == "before":
-                        def write():
-                            with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                                jobs = [pool.submit(writers_module.write_ome_tiff, ome, canvas, 0.25, name="bench",
-                                                    description="bench", compression=compression, quality=args.quality),
-                                        pool.submit(writers_module.write_generic_tiff, generic, canvas, 0.25,
-                                                    description="bench", compression=compression, quality=args.quality)]
-                                for job in jobs:
-                                    job.result()
-                    else:
-                        codec = writers_module.codec_for(compression, args.quality)
-
-                        def write():
-                            writers_module.write_slides(ome, generic, canvas, 0.25, name="bench", description="bench",
-                                                        codec=codec, threads=threads)
-                    load = _loadavg()
-                    cpu, wall, own = _measure(write)
-                    total_cpu, total_wall = cpu + pyramid_cpu, wall + pyramid_wall  # what `tsva scan` pays at the end
+                    load, samples = _loadavg(), []
+                    for _ in range(args.rounds):
+                        samples.append(_measure(write))
+                    cpu, wall, own = (float(np.median(column)) for column in zip(*samples))
+                    ome = (tmp / label).with_suffix(".ome.tif")
                     out["runs"].append({
                         "code": label, "compression": compression, "threads": threads,
-                        "writer_cpu_s_per_mp": round(total_cpu / mp, 4),
-                        "encode_write_cpu_s_per_mp": round(cpu / mp, 4),
-                        "main_thread_cpu_s_per_mp": round((own + pyramid_own) / mp, 4),
-                        "mp_per_cpu_s": round(mp / total_cpu, 1), "wall_mp_per_s": round(mp / total_wall, 1),
+                        "writer_cpu_s_per_mp": round(cpu / mp, 4), "main_thread_cpu_s_per_mp": round(own / mp, 4),
+                        "mp_per_cpu_s": round(mp / cpu, 1), "wall_mp_per_s": round(mp / wall, 1),
+                        "wall_mp_per_s_each": [round(mp / w, 1) for _, w, _ in samples],
                         "file_mb": round(ome.stat().st_size / 1e6, 1), "loadavg": load})
                     print(json.dumps(out["runs"][-1]), file=sys.stderr)
+        for canvas in canvases.values():
             canvas.remove()
     out["loadavg_after"] = _loadavg()
     return out
@@ -282,12 +294,13 @@ def main() -> None:
     c.add_argument("--dd", type=float, default=1.0)
     c.add_argument("--max-tiles", type=int)
     w = sub.add_parser("writer")
-    w.add_argument("--rows", type=int, default=6)
-    w.add_argument("--cols", type=int, default=4)
+    w.add_argument("--rows", type=int, default=12)
+    w.add_argument("--cols", type=int, default=8)
     w.add_argument("--content", choices=("he", "noise"), default="he")
     w.add_argument("--compressions", nargs="+", default=["deflate", "zstd", "jpeg", "none"])
     w.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     w.add_argument("--quality", type=int, default=90)
+    w.add_argument("--rounds", type=int, default=3, help="runs of each configuration (medians reported)")
     w.add_argument("--baseline", metavar="REV", help="also run the writer of this commit, first")
     for p in (m, c, w):
         p.add_argument("--json", type=Path)

@@ -69,7 +69,7 @@ def _check_tiles_match_fused(address, folder, out, tile_ids):
 def test_manifest_scan_writes_the_fused_tiles_and_qc(gateway, tmp_path):
     manifest = _manifest(tmp_path, 3, 2, (192, 160), 32)
     out = tmp_path / "out"
-    done = _scan(manifest, "-o", out, "--server", gateway.address, "--window", 3)
+    done = _scan(manifest, "-o", out, "--server", gateway.address, "--window", 3, "--compression", "deflate")
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["width"], summary["height"], summary["tiles"], summary["fused"]) == (512, 288, 6, 6)
@@ -90,7 +90,7 @@ def test_server_dying_mid_scan_leaves_a_partial_slide_and_resume_finishes_it(tmp
     out = tmp_path / "out"
     with start_gateway(None, patch_size=64, patch_overlap=16, max_batch=4) as gw:
         scan = subprocess.Popen([sys.executable, "-m", "tsva.common.cli", "scan", str(manifest), "-o", str(out),
-                                 "--server", gw.address, "--window", "1", "--no-progress"],
+                                 "--server", gw.address, "--window", "1", "--compression", "deflate", "--no-progress"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and scan.poll() is None:
@@ -115,7 +115,7 @@ def test_server_dying_mid_scan_leaves_a_partial_slide_and_resume_finishes_it(tmp
     again = _scan(manifest, "-o", out, "--server", "127.0.0.1:9")
     assert again.returncode == 2 and "--resume" in again.stderr
     with start_gateway(None, patch_size=64, patch_overlap=16, max_batch=4) as gw:
-        resumed = _scan(manifest, "-o", out, "--server", gw.address, "--resume")
+        resumed = _scan(manifest, "-o", out, "--server", gw.address, "--resume", "--compression", "deflate")
         assert resumed.returncode == 0, resumed.stderr
         sent = read_metrics(gw.metrics_url).get(("tsva_tiles_total", (("outcome", "ok"),)), 0)
         assert sent == len(unanswered)
@@ -143,6 +143,9 @@ def test_simulated_scan_end_to_end(gateway, tmp_path):
     assert "qc_median_abs_error_um" in summary
     for name in ("side_by_side.png", "focus_map.png", "slide.ome.tif", "slide.tif"):
         assert (out / name).stat().st_size > 0
+    with tifffile.TiffFile(out / "slide.ome.tif") as ome, tifffile.TiffFile(out / "slide.tif") as generic:
+        # The default compression is JPEG (what scanners write), the same in both files.
+        assert ome.pages[0].compression == generic.pages[0].compression == tifffile.COMPRESSION.JPEG
     qc = (out / "qc.csv").read_text().splitlines()
     assert all(line.split(",")[-1] != "" for line in qc[1:])  # the true n of every tile is recorded
 
@@ -167,11 +170,12 @@ def test_zstd_slide_in_threads_holds_the_fused_tiles(gateway, tmp_path):
         assert np.array_equal(ome.series[0].levels[0].asarray(), generic.pages[0].asarray())
 
 
-def test_a_compression_without_its_codec_is_refused_before_any_call(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("flags", [[], ["--compression", "jpeg"]], ids=["default", "jpeg"])
+def test_a_compression_without_its_codec_is_refused_before_any_call(tmp_path, capsys, monkeypatch, flags):
     from tsva.common import cli
     manifest = _manifest(tmp_path, 1, 1, (64, 64), 0)
     monkeypatch.setitem(sys.modules, "imagecodecs", None)  # as in a client install without the scan extra
-    status = cli.main(["scan", str(manifest), "-o", str(tmp_path / "o"), "--compression", "jpeg",
+    status = cli.main(["scan", str(manifest), "-o", str(tmp_path / "o"), *flags,
                        "--server", "127.0.0.1:9"])  # nothing listens there: refused before connecting
     err = capsys.readouterr().err.strip()
-    assert status == 2 and len(err.splitlines()) == 1 and "imagecodecs" in err
+    assert status == 2 and len(err.splitlines()) == 1 and "imagecodecs" in err and "--compression deflate" in err

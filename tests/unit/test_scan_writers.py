@@ -105,9 +105,11 @@ def test_both_files_hold_the_same_levels_and_pixels(written):
             assert ome.filehandle.read(page.databytecounts[0]) == generic.filehandle.read(page.databytecounts[0])
 
 
+@pytest.mark.parametrize("pyramid", ["first", "beside"])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_threaded_encoder_puts_every_tile_where_it_belongs(tmp_path, monkeypatch, threads):
-    """Each 256-px tile a different flat colour (its index): any reordering by the threads shows."""
+def test_threaded_encoder_puts_every_tile_where_it_belongs(tmp_path, monkeypatch, threads, pyramid):
+    """Each 256-px tile a different flat colour (its index): any reordering by the threads shows;
+    the pyramid built first, or by write_slides beside level 0's encoding (what `tsva scan` does)."""
     from tsva.client.scan import canvas as canvas_module
     monkeypatch.setattr(canvas_module, "PYRAMID_BAND_BYTES", 40_000)  # pyramid bands of 10 rows: many, in threads
     cols, rows = 5, 3
@@ -117,12 +119,15 @@ def test_threaded_encoder_puts_every_tile_where_it_belongs(tmp_path, monkeypatch
     values = np.repeat(np.repeat(index, writers.TILE, 0), writers.TILE, 1)[:height, :width] * 7 + 5
     image = np.stack([values, 255 - values, values // 2], axis=-1).astype(np.uint8)
     canvas.put(0, 0, image, np.ones((height, width), bool))
-    canvas.build_pyramid(writers.TILE, threads)
     codec = writers.codec_for("deflate")
     tiles = list(writers.encoded_tiles(canvas, 0, codec, None, 1))
     assert len(tiles) == rows * cols
-    writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.5, name="order",
-                         description="order", codec=codec, threads=threads)
+    if pyramid == "first":
+        canvas.build_pyramid(writers.TILE, threads)
+    levels = writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.5, name="order",
+                                  description="order", codec=codec, threads=threads,
+                                  build_pyramid_to=writers.TILE if pyramid == "beside" else None)
+    assert levels == [(1180, 738), (590, 369), (295, 185), (148, 93)]  # halved, rounding up, until <= 256
     with tifffile.TiffFile(tmp_path / "s.ome.tif") as tif:
         assert np.array_equal(tif.series[0].levels[0].asarray(), image)
         assert np.array_equal(tif.series[0].levels[1].asarray(), image[::2, ::2])  # flat 2x2 boxes: exact means
@@ -189,6 +194,31 @@ def test_either_file_failing_stops_both_writers_with_its_error(tmp_path, monkeyp
         try:
             writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.25, name="f", description="f",
                                  codec=writers.codec_for("deflate"), threads=2)
+        except OSError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and len(errors) == 1 and "No space" in str(errors[0])
+
+
+def test_a_pyramid_failing_beside_level_0_ends_the_writers_with_its_error(tmp_path, monkeypatch):
+    """The pyramid is built in its own thread while level 0 is encoded: its failure (a full disk) must
+    reach the caller once level 1 is wanted, never leave the writers waiting for a level."""
+    import threading
+    canvas = Canvas(tmp_path / "work", 1024, 768, 3, create=True)
+
+    def full_disk(self, level, y, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Canvas, "_reduced", full_disk)
+    errors = []
+
+    def write():
+        try:
+            writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.25, name="f", description="f",
+                                 codec=writers.codec_for("deflate"), threads=2, build_pyramid_to=writers.TILE)
         except OSError as exc:
             errors.append(exc)
 

@@ -102,20 +102,31 @@ class Canvas:
             data = f.read(rows * row_bytes)
         return np.frombuffer(data, np.uint8).reshape(rows, width, self.channels)
 
-    def build_pyramid(self, smallest: int, threads: int = 1) -> list[tuple[int, int]]:
-        """Levels 1.. by 2x2 box means, until the level fits in `smallest` pixels both ways; bands of
-        rows reduced in `threads` threads (Pillow's reduce releases the GIL), written in order."""
+    def plan_pyramid(self, smallest: int) -> list[tuple[int, int]]:
+        """The levels' sizes (level 0 halved, rounding up, until it fits in `smallest` pixels both
+        ways), before any is built: the writers need them all up front."""
         self.levels = self.levels[:1]
+        while max(self.levels[-1]) > smallest:
+            width, height = self.levels[-1]
+            self.levels.append(((width + 1) // 2, (height + 1) // 2))
+        return self.levels
+
+    def build_pyramid(self, smallest: int, threads: int = 1,
+                      on_level: Callable[[int], None] | None = None) -> list[tuple[int, int]]:
+        """Levels 1.. by 2x2 box means, until the level fits in `smallest` pixels both ways; bands of
+        rows reduced in `threads` threads (Pillow's reduce releases the GIL), written in order;
+        `on_level(level)` once each level's file is complete (so its readers may start)."""
+        self.plan_pyramid(smallest)
         with pool_of(threads) as pool:
-            while max(self.levels[-1]) > smallest:
-                level = len(self.levels)
-                width, height = self.levels[-1]
+            for level in range(1, len(self.levels)):
+                width, height = self.levels[level - 1]
                 rows = max(2, PYRAMID_BAND_BYTES // (width * self.channels) // 2 * 2)  # even: whole boxes
                 with open(self.level_path(level), "wb") as out:
                     for data in ordered_map(pool, lambda y: self._reduced(level - 1, y, rows), range(0, height, rows),
                                             ahead=threads + 1):
                         out.write(data)
-                self.levels.append(((width + 1) // 2, (height + 1) // 2))
+                if on_level is not None:
+                    on_level(level)
         return self.levels
 
     def _reduced(self, level: int, y: int, rows: int) -> bytes:

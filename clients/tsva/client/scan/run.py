@@ -189,11 +189,12 @@ class Scan:
         description = f"TSVA two-shot scan of {self.slide.source}; {partial}"
         write_started = time.process_time()
         threads = self.write_threads or writers.cpus()
-        levels = self.canvas.build_pyramid(2 * writers.TILE, threads)
         stem = self.out / "slide"
-        writers.write_slides(stem.with_suffix(".ome.tif"), stem.with_suffix(".tif"), self.canvas,
-                             self.slide.pixel_size_um, name=f"{self.slide.slide_id}{' (partial)' if missing else ''}",
-                             description=description, codec=self.codec, threads=threads)
+        levels = writers.write_slides(stem.with_suffix(".ome.tif"), stem.with_suffix(".tif"), self.canvas,
+                                      self.slide.pixel_size_um,
+                                      name=f"{self.slide.slide_id}{' (partial)' if missing else ''}",
+                                      description=description, codec=self.codec, threads=threads,
+                                      build_pyramid_to=2 * writers.TILE)
         write_cpu = time.process_time() - write_started
         dicom_folder = None
         if self.dicom is not None:  # the DICOM WSI series, from the OME-TIFF just written

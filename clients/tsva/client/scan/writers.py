@@ -15,6 +15,7 @@ speed at the same size); zstd (lossless, 4x cheaper again) and JPEG need imageco
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import queue
 import threading
@@ -58,7 +59,8 @@ def codec_for(compression: str, quality: int = 90, channels: int = 3) -> Codec:
     if compression not in COMPRESSIONS:
         raise ValueError(f"--compression: {compression!r} is not one of {', '.join(COMPRESSIONS)}")
     if imagecodecs is None:
-        raise ValueError(f"--compression {compression} needs imagecodecs: pip install 'tsva-client[scan]'")
+        raise ValueError(f"--compression {compression} needs imagecodecs: pip install 'tsva-client[scan]', "
+                         "or --compression deflate (lossless, nothing more to install)")
     if compression == "zstd":
         return Codec(compression, "zstd", partial(imagecodecs.zstd_encode, level=ZSTD_LEVEL))
     if channels == 3:
@@ -68,9 +70,12 @@ def codec_for(compression: str, quality: int = 90, channels: int = 3) -> Codec:
     return Codec(compression, "jpeg", partial(imagecodecs.jpeg8_encode, level=quality))
 
 
-def _stored_tiles(canvas: Canvas, level: int) -> Iterator[np.ndarray]:
+def _stored_tiles(canvas: Canvas, level: int, ready: concurrent.futures.Future | None = None) -> Iterator[np.ndarray]:
     """The level's tiles in TIFF order (rows of tiles, top down) as stored (255 - value): views into
-    one band of rows at a time; the edge tiles are cut short (padded when encoded)."""
+    one band of rows at a time; the edge tiles are cut short (padded when encoded). With `ready`,
+    the level is read once it is built (its failure raised here)."""
+    if ready is not None:
+        ready.result()
     width, height = canvas.levels[level]
     for y in range(0, height, TILE):
         band = canvas.stored_band(level, y, TILE)
@@ -88,10 +93,39 @@ def _encode_stored(stored: np.ndarray, encode: Callable[[np.ndarray], bytes], ch
     return encode(tile if channels > 1 else tile[..., 0])
 
 
-def encoded_tiles(canvas: Canvas, level: int, codec: Codec, pool, ahead: int) -> Iterator[bytes]:
+def encoded_tiles(canvas: Canvas, level: int, codec: Codec, pool, ahead: int,
+                  ready: concurrent.futures.Future | None = None) -> Iterator[bytes]:
     """The level's tiles, encoded, in order; with a pool at most `ahead` tiles are in flight."""
     encode = partial(_encode_stored, encode=codec.encode, channels=canvas.channels)
-    return ordered_map(pool, encode, _stored_tiles(canvas, level), ahead)
+    return ordered_map(pool, encode, _stored_tiles(canvas, level, ready), ahead)
+
+
+@contextlib.contextmanager
+def pyramid_beside(canvas: Canvas, smallest: int | None, threads: int) -> Iterator[list]:
+    """Builds the canvas's pyramid down to `smallest` in a thread of its own, so that it runs while
+    level 0 (which needs none of it) is encoded; yields one future per level, done once the level is
+    built (a failure: every level not built yet raises it). None: the pyramid is already built."""
+    if smallest is None:
+        yield [None] * len(canvas.levels)
+        return
+    canvas.plan_pyramid(smallest)
+    ready = [concurrent.futures.Future() for _ in canvas.levels]
+    ready[0].set_result(None)
+
+    def build() -> None:
+        try:
+            canvas.build_pyramid(smallest, threads, on_level=lambda level: ready[level].set_result(None))
+        except BaseException as error:
+            for future in ready:
+                if not future.done():
+                    future.set_exception(error)
+
+    builder = threading.Thread(target=build, name="tsva-pyramid")
+    builder.start()
+    try:
+        yield ready
+    finally:
+        builder.join()
 
 
 def _options(canvas: Canvas, codec: Codec) -> dict:
@@ -145,10 +179,12 @@ def cpus() -> int:
 
 
 def write_slides(ome_path: Path, generic_path: Path, canvas: Canvas, pixel_size_um: float, *, name: str,
-                 description: str, codec: Codec, threads: int | None = None) -> None:
-    """Both slides from the canvas (its pyramid built): each tile encoded once, in `threads` threads
-    (default: the CPUs this process may use), and written into the OME-TIFF here and into the
-    generic TIFF by a second thread, handed over through a bounded queue."""
+                 description: str, codec: Codec, threads: int | None = None,
+                 build_pyramid_to: int | None = None) -> list[tuple[int, int]]:
+    """Both slides from the canvas: each tile encoded once, in `threads` threads (default: the CPUs
+    this process may use), and written into the OME-TIFF here and into the generic TIFF by a second
+    thread, handed over through a bounded queue. `build_pyramid_to` (a size): the pyramid is built
+    here, beside level 0's encoding; None: it is built already. Returns the levels' sizes."""
     threads = threads or cpus()
     handoff: queue.Queue = queue.Queue(maxsize=AHEAD_PER_THREAD * threads)
     failed = threading.Event()
@@ -176,11 +212,12 @@ def write_slides(ome_path: Path, generic_path: Path, canvas: Canvas, pixel_size_
                     if failed.is_set():  # the OME-TIFF's writer failed: stop waiting
                         raise RuntimeError("the OME-TIFF's writer stopped early") from None
 
-    counts = [-(-height // TILE) * -(-width // TILE) for width, height in canvas.levels]
-    with pool_of(threads) as pool, concurrent.futures.ThreadPoolExecutor(1, "tsva-generic-tiff") as second:
+    with pyramid_beside(canvas, build_pyramid_to, threads) as ready, pool_of(threads) as pool, \
+            concurrent.futures.ThreadPoolExecutor(1, "tsva-generic-tiff") as second:
+        counts = [-(-height // TILE) * -(-width // TILE) for width, height in canvas.levels]
         generic = second.submit(write_generic_tiff, generic_path, canvas, pixel_size_um,
                                 [taken(count) for count in counts], codec, description=description)
-        levels = [forked(encoded_tiles(canvas, level, codec, pool, AHEAD_PER_THREAD * threads))
+        levels = [forked(encoded_tiles(canvas, level, codec, pool, AHEAD_PER_THREAD * threads, ready[level]))
                   for level in range(len(canvas.levels))]
         try:
             write_ome_tiff(ome_path, canvas, pixel_size_um, levels, codec, name=name, description=description)
@@ -188,3 +225,4 @@ def write_slides(ome_path: Path, generic_path: Path, canvas: Canvas, pixel_size_
             failed.set()
             raise
         generic.result()
+    return canvas.levels
