@@ -15,7 +15,7 @@
 
     .venv/bin/python benchmarks/scan_slide.py memory --json runs/scan_memory.json
     .venv/bin/python benchmarks/scan_slide.py cmu --json runs/scan_cmu.json
-    .venv/bin/python benchmarks/scan_slide.py writer --baseline cda735e --json runs/scan_writer.json
+    .venv/bin/python benchmarks/scan_slide.py writer --baseline 1fdc504 --rounds 5 --json runs/scan_writer.json
 Prints one JSON object (with the load average beside the figures).
 """
 from __future__ import annotations
