@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""The embedded CPU default: the int8 model against the same network's float32 model, through
-real gateway processes, in one run.
+"""The embedded CPU default against the same network's float32 model, through real gateway
+processes, in one run.
 
-One gateway per variant (embedded backend on CPU, `tsva serve --model-path M --patch-size P
---patch-overlap O`), all started before the first measure; then rounds of
+One gateway per variant (embedded backend on CPU, `tsva serve --model-path M --precision P
+--patch-size S --patch-overlap O`), all started before the first measure; then rounds of
 
     tsva loadtest --concurrency 2 --window 2 --encoding raw --tile-size 1224x1024 --duration D
 
@@ -11,20 +11,18 @@ against each gateway in turn (float32, int8, ..., float32, int8, ...: interleave
 neighbour on the shared cores slows every variant alike), medians of the fused MP/s reported with
 the ratio to the first variant. Only one gateway is loaded at a time; the others sit idle.
 
+A variant is MODEL:PLAN. MODEL: `fp32` (the shipped model.onnx, --precision float32), `int8` (its
+int8 form model.int8.onnx, --precision int8), `default` (--precision auto: what `tsva serve` runs),
+or a path to an ONNX file (served as it is). PLAN: PATCH/OVERLAP, `tile` or `auto/64`.
+
 Quality is not measured here (it needs simulated pairs with a ground truth): run `tsva evaluate`
-on both models with the same pairs, e.g.
+on both files with the same pairs (docs/performance.md, "int8 quantisation for CPUs"). Usage:
 
-    tsva evaluate --tsva model_repository/tsva/1/model.onnx -o runs/eval_fp32 $T --pairs 24 --patch-size 256
-    tsva evaluate --tsva runs/tsva_int8.onnx -o runs/eval_int8 $T --pairs 24 --patch-size 256
-
-(docs/performance.md, "int8 quantisation for CPUs", has both tables.) Usage:
-
-    tsva quantize --textures runs/textures --holdout torchstain_target.png   # -> runs/tsva_int8.onnx
-    python benchmarks/cpu_default.py                       # float32 vs int8, 224/64 patches, 3 rounds of 30 s
-    python benchmarks/cpu_default.py --variants fp32:224/64,int8:224/64,fp32:tile,int8:tile --count 4 --warmup 0 --json
+    python benchmarks/cpu_default.py      # float32 224/64 patches vs the default, 3 rounds of 30 s
+    python benchmarks/cpu_default.py --variants fp32:224/64,fp32:auto/64,default:auto/64 --rounds 3 --duration 40 --warmup 10
 
 (`--count N`: N measured tiles per loadtest instead of a duration, for a busy machine where one
-tile outlasts a short window; `tile` is the gateway's whole-tile plan.)
+tile outlasts a short window.)
 """
 from __future__ import annotations
 
@@ -43,12 +41,13 @@ from tests.support.gateway import start_gateway  # noqa: E402
 
 from support import run_loadtest  # noqa: E402  (benchmarks/support.py)
 
-MODELS = {"fp32": REPO / "model_repository" / "tsva" / "1" / "model.onnx",
-          "int8": REPO / "runs" / "tsva_int8.onnx"}  # written by `tsva quantize` (its default -o)
+SHIPPED = REPO / "model_repository" / "tsva" / "1" / "model.onnx"
+# MODEL -> (file given to --model-path, --precision); any other MODEL is a path served as it is.
+MODELS = {"fp32": (SHIPPED, "float32"), "int8": (SHIPPED, "int8"), "default": (SHIPPED, "auto")}
 
 
 def parse_variants(text: str) -> list[tuple[str, str, str]]:
-    """'fp32:224/64,int8:224/64' -> [(model, patch size, overlap), ...]; a model is fp32, int8 or a path."""
+    """'fp32:224/64,int8:tile' -> [(model, patch size, overlap), ...]; a model is fp32, int8, default or a path."""
     variants = []
     for item in text.split(","):
         model, _, plan = item.strip().partition(":")
@@ -66,9 +65,9 @@ def headline(report: dict) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", default="fp32:224/64,int8:224/64",
-                        help="MODEL:PATCH/OVERLAP, comma-separated; MODEL is fp32, int8 or an ONNX path; the "
-                             "first is the reference of the ratios (default %(default)s)")
+    parser.add_argument("--variants", default="fp32:224/64,default:auto/64",
+                        help="MODEL:PATCH/OVERLAP, comma-separated; MODEL is fp32, int8, default or an ONNX path; "
+                             "the first is the reference of the ratios (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default %(default)s)")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per loadtest")
     parser.add_argument("--count", type=int, default=0, help="measured tiles per loadtest instead of --duration")
@@ -89,11 +88,12 @@ def main(argv=None) -> int:
     with contextlib.ExitStack() as stack:
         gateways = {}
         for name, (model, size, overlap) in zip(names, variants):
-            path = MODELS.get(model, Path(model))
+            path, precision = MODELS.get(model, (Path(model), "float32"))
             if not path.is_file():
-                raise SystemExit(f"{name}: {path} not found (the int8 model: `tsva quantize` writes {MODELS['int8']})")
+                raise SystemExit(f"{name}: {path} not found")
             gateways[name] = stack.enter_context(start_gateway(
-                path, patch_size=size, patch_overlap=overlap, max_batch=args.max_batch, timeout=120))
+                path, precision=precision, patch_size=size, patch_overlap=overlap, max_batch=args.max_batch,
+                timeout=120))
         for round_ in range(args.rounds):
             for name, gateway in gateways.items():
                 # A count of tiles rather than a duration on a busy machine, where one tile can
@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     for name, (model, size, overlap) in zip(names, variants):
         mp = statistics.median(r["fused_mp_per_s"] for r in runs[name])
         result["variants"][name] = {
-            "model": str(MODELS.get(model, model)), "patch_size": size, "patch_overlap": overlap,
+            "model": str(MODELS.get(model, (model, ""))[0]), "precision": MODELS.get(model, ("", "float32"))[1],
+            "patch_size": size, "patch_overlap": overlap,
             "fused_mp_per_s_median": round(mp, 3), "ratio_to_first": round(mp / reference, 3) if reference else None,
             "fused_mp_per_s_runs": [r["fused_mp_per_s"] for r in runs[name]],
             "p50_ms_runs": [r["p50"] for r in runs[name]],

@@ -62,6 +62,7 @@ def run_server(*args, env=None, timeout=60):
     ([], {"TSVA_MAX_BATCH": "many"}, "TSVA_MAX_BATCH: 'many' is not a valid int"),
     (["--backend", "nope"], {}, "invalid choice: 'nope'"),
     (["--tls-cert", "/nonexistent.pem"], {}, "--tls-cert"),
+    ([], {"TSVA_PRECISION": "int8"}, ".int8.onnx beside it (tsva quantize"),
 ])
 def test_startup_errors_are_clear(tiny_model, args, env, message):
     if "--model-path" not in args:

@@ -42,3 +42,34 @@ def test_quantize_command_end_to_end_and_served_by_the_gateway(tmp_path):
     assert info.model_metadata["precision"] == "int8"
     fused = decode_image(reply.fused)
     assert fused.shape == shot.shape and fused.dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_the_gateway_runs_the_int8_form_beside_the_model_on_the_cpu(tmp_path):
+    """`tsva quantize MODEL` without -o writes MODEL's int8 form beside it; a gateway process given
+    the float file then runs the int8 form (GetInfo says int8), `--precision float32` the float
+    file; once the float file is replaced, the stale int8 form is left alone and the log says why."""
+    source = _float_model(tmp_path / "model.onnx")
+    _pool(6).save(tmp_path / "pool.npz")
+    done = subprocess.run([sys.executable, "-m", "tsva.common.cli", "quantize", str(source), "--pool",
+                           str(tmp_path / "pool.npz"), "--batch", "3"], capture_output=True, text=True,
+                          timeout=180, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {tmp_path / 'model.int8.onnx'}" in done.stdout
+
+    def served(**flags):
+        shot = np.random.default_rng(3).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+        with start_gateway(source, patch_size=64, patch_overlap=16, **flags) as gw, gw.channel() as channel:
+            stub = pb_grpc.VirtualAutofocusStub(channel)
+            precision = stub.GetInfo(pb.GetInfoRequest(), timeout=30).model_metadata.get("precision", "float32")
+            fused = decode_image(stub.Fuse(pb.FuseRequest(tile_id="p", shot_a=encode_image(shot),
+                                                          shot_b=encode_image(shot)), timeout=60).fused)
+        return precision, fused, gw.logs()
+
+    int8_precision, int8_tile, _ = served()
+    float_precision, float_tile, _ = served(precision="float32")
+    assert (int8_precision, float_precision) == ("int8", "float32")
+    assert np.abs(int8_tile.astype(int) - float_tile).max() < 40  # the same network, other arithmetic
+    _float_model(source, seed=1)  # retrained: the int8 form no longer belongs to it
+    precision, _, log = served()
+    assert precision == "float32" and "model.int8.onnx was quantised from another version of model.onnx" in log

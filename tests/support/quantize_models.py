@@ -16,9 +16,9 @@ from tsva.export.optics import Optics, Sample
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _float_model(path: Path) -> Path:
+def _float_model(path: Path, seed: int = 0) -> Path:
     """A width-4, depth-2 TSVA with random weights everywhere (a zero head would quantise trivially)."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = build_network(NetworkConfig(arch="tsva", base_width=4, depth=2))
     torch.nn.init.normal_(net.decoder.head.weight, std=0.05)
     meta = model_metadata(net.config, Optics(), patch_size=64, training_data="test", training_command="tsva train --test",

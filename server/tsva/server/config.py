@@ -81,6 +81,10 @@ class Config:
         "Triton endpoints on a loopback address, gRPC to the others", ("auto", "system", "cuda", "off"))
     providers: str = _option("--providers", str, "auto", "ONNX Runtime execution providers, comma-separated "
                              "(auto: TensorRT, CUDA where present, else CPU)")
+    precision: str = _option("--precision", str, "auto", "model file the embedded backend runs: auto (on the "
+                             "CPU the int8 form NAME.int8.onnx beside --model-path when it was quantised from "
+                             "it, else the float file), float32, or int8 (fails without a matching int8 form)",
+                             ("auto", "float32", "int8"))
     intra_op_threads: int = _option("--intra-op-threads", int, 0, "ONNX Runtime threads (0: all cores)")
     patch_size: str = _option("--patch-size", str, "auto", "patch side in pixels (multiple of 16), `tile` "
                               "(whole tiles, padded to a multiple of 16; tiles of one size batch together) "

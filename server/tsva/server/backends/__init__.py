@@ -12,7 +12,8 @@ def create_backend(config, metrics=None) -> Backend:
         from tsva.server.backends.embedded import EmbeddedBackend
 
         return EmbeddedBackend(config.model_path, providers=config.provider_list,
-                               intra_op_threads=config.intra_op_threads, max_batch_size=config.max_batch)
+                               intra_op_threads=config.intra_op_threads, max_batch_size=config.max_batch,
+                               precision=config.precision)
     if config.backend == "triton":
         from tsva.server.backends.triton import TritonBackend
 
