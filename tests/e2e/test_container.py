@@ -71,6 +71,7 @@ def test_image_serves_as_non_root_fuses_reports_and_stops_cleanly(image):
             info = client.info()
             result = client.fuse(shot_a, shot_b, defocus_a_um=-1.5, defocus_b_um=1.5, tile_id="t1")
         assert info.backend == "embedded" and info.model_name == "tsva"
+        assert info.model_metadata.get("precision") == "int8"  # the shipped int8 form, on the CPU
         assert result.image.shape == shot_a.shape and result.image.dtype == np.uint8
         assert result.y1_shot == ("B" if brenner(shot_b) > brenner(shot_a) else "A")
         text = metrics(metrics_port)

@@ -35,7 +35,8 @@ def fuse_whole_tile(model: Path, shot_y1: np.ndarray, shot_y2: np.ndarray) -> np
 
 
 def fuse_through_gateway(model: Path, shot_a: np.ndarray, shot_b: np.ndarray) -> np.ndarray:
-    with start_gateway(model) as gw, gw.channel() as channel:  # default patch 224, overlap 64
+    # Default patch 224, overlap 64; the float file, as the reference runs (not its int8 form).
+    with start_gateway(model, precision="float32") as gw, gw.channel() as channel:
         reply = pb_grpc.VirtualAutofocusStub(channel).Fuse(pb.FuseRequest(
             tile_id="psnr", shot_a=encode_image(shot_a), shot_b=encode_image(shot_b)), timeout=120)
     assert reply.y1_shot == pb.SHOT_A

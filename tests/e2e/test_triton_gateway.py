@@ -68,7 +68,8 @@ def test_same_tile_as_embedded_backend(tritons):
     before = triton_inferences(tritons)
     a, b = tritons
     plan = dict(patch_size=224, patch_overlap=64)
-    with start_gateway(SHIPPED_ONNX, backend="embedded", **plan) as embedded, \
+    # The embedded reference runs the float file that Triton serves, not its int8 form.
+    with start_gateway(SHIPPED_ONNX, backend="embedded", precision="float32", **plan) as embedded, \
             start_gateway(backend="triton", triton_urls=f"{a.url},{b.url}", **plan) as via_triton:
         with embedded.channel() as ch1, via_triton.channel() as ch2:
             reference = pb_grpc.VirtualAutofocusStub(ch1).Fuse(request, timeout=120)

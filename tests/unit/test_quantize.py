@@ -60,17 +60,18 @@ def test_residual_tail_stays_float(quantized):
     assert clip.output == ["x"] and producers[clip.input[0]] is add
 
 
-def test_the_first_convs_stay_float_and_the_rest_are_int8(quantized):
-    """float_convs=2 (the default): the first two convolutions read float weights, every later
-    conv but the head reads int8 weights through a DequantizeLinear."""
+def test_the_full_resolution_convs_stay_float_and_the_rest_are_int8(quantized):
+    """float_convs=2 (the default): the first two and the last two convolutions before the head
+    read float weights, every other conv int8 weights through a DequantizeLinear."""
     _, int8, _ = quantized
     model = onnx.load(str(int8))
     producers = {o: n for n in model.graph.node for o in n.output}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     quantized_weight = [getattr(producers.get(c.input[1]), "op_type", None) == "DequantizeLinear" for c in convs]
-    assert quantized_weight[:2] == [False, False]
-    assert all(quantized_weight[2:-1]) and len(convs) > 4
-    assert "first 2 convs" in read_onnx_props(int8)["quantization"]
+    assert len(convs) > 6 and convs[-1].name in float_tail(model)  # the last conv is the head
+    assert quantized_weight[:2] == [False, False] and quantized_weight[-3:] == [False, False, False]
+    assert all(quantized_weight[2:-3])
+    assert "first and last 2 convs" in read_onnx_props(int8)["quantization"]
 
 
 def test_float_tail_names_the_head_conv():

@@ -14,6 +14,7 @@ import onnx
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+from tsva.common.precision import int8_sibling, matching_int8
 from tsva.export import tensorrt as trt
 
 from tests.support.triton_config import assert_bounded_queue, onnx_io, parse
@@ -82,8 +83,14 @@ def test_one_copy_of_the_onnx_file():
     link = REPO / "tsva_cpu" / "1" / "model.onnx"
     assert link.is_symlink() and not os.path.isabs(os.readlink(link)), "must be a relative link"
     assert link.resolve() == SHIPPED_ONNX.resolve()
-    real = [p for p in REPO.rglob("*.onnx") if not p.is_symlink()]
-    assert real == [SHIPPED_ONNX]
+    real = sorted(p for p in REPO.rglob("*.onnx") if not p.is_symlink())
+    assert real == sorted([SHIPPED_ONNX, int8_sibling(SHIPPED_ONNX)])
+
+
+def test_the_shipped_int8_form_belongs_to_the_shipped_model():
+    """Re-exporting model.onnx without `tsva quantize` would leave a stale int8 form, which the
+    gateway would then not use on CPUs: the two ship together."""
+    assert matching_int8(SHIPPED_ONNX) == (int8_sibling(SHIPPED_ONNX), "")
 
 
 def test_gpu_config():

@@ -13,10 +13,11 @@ Two choices measured on this project's CPUs (docs/performance.md):
 - The residual tail stays float: the head conv that predicts the correction, the `+ y1` and the
   clamp. Quantising them would round the output (and y1 itself) to 256 levels; they cost almost
   nothing next to the U-Net's 3x3 convolutions.
-- The first convolutions stay float too (`float_convs`, 2 by default): they see the shots' fine
-  detail at full resolution, where 8-bit activations cost the most PSNR (up to 0.35 dB in a
-  thin-section cell with every conv in int8, 0.14 with the first two in float), for a small share
-  of the time (they have few channels).
+- The convolutions at full resolution stay float too (`float_convs`: the first 2 and the last 2
+  before the head, the U-Net's top level on both sides): they carry the tile's finest detail, and
+  8-bit activations there cost the most PSNR. Shipped model, `tsva evaluate`'s 24 cells: worst
+  cell -0.35 dB with every conv in int8, -0.19 with the first 2 float, -0.10 with both ends
+  (docs/performance.md); they are about a quarter of the multiply-adds.
 """
 from __future__ import annotations
 
@@ -57,9 +58,13 @@ def float_tail(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in tail + heads]
 
 
-def first_convs(model: onnx.ModelProto, count: int) -> list[str]:
-    """Names of the first `count` Conv nodes in graph (topological) order: the encoder's first ones."""
-    return [n.name for n in model.graph.node if n.op_type == "Conv"][:max(count, 0)]
+def end_convs(model: onnx.ModelProto, count: int) -> list[str]:
+    """Names of the first `count` and the last `count` Conv nodes in graph (topological) order, the
+    head conv of the float tail not counted: the encoder's and the decoder's full-resolution ones."""
+    tail = set(float_tail(model))
+    convs = [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in tail]
+    count = max(count, 0)
+    return convs if 2 * count >= len(convs) else convs[:count] + convs[len(convs) - count:]
 
 
 def _unquantized_tail_inputs(model: onnx.ModelProto) -> None:
@@ -92,7 +97,7 @@ def quantize_model(source: str | Path, output: str | Path, pool: PairPool, *, ba
     """Writes the int8 (QDQ) model of the float32 ONNX file `source` to `output`, calibrated on
     `pool`; returns the metadata it adds. The source's metadata is carried over, with
     `precision` = int8 and a `quantization` description (`calibration`: where the pairs came from).
-    The first `float_convs` convolutions and the residual tail stay float32."""
+    The first and the last `float_convs` convolutions and the residual tail stay float32."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -132,7 +137,7 @@ def quantize_model(source: str | Path, output: str | Path, pool: PairPool, *, ba
             str(prepared), str(Path(tmp) / "quantized.onnx"), Reader(), quant_format=QuantFormat.QDQ,
             per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=first_convs(prepared_model, float_convs) + float_tail(prepared_model),
+            nodes_to_exclude=end_convs(prepared_model, float_convs) + float_tail(prepared_model),
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.Entropy}[method])
         quantized = onnx.load(str(Path(tmp) / "quantized.onnx"))
@@ -142,7 +147,7 @@ def quantize_model(source: str | Path, output: str | Path, pool: PairPool, *, ba
         quantization=(f"ONNX Runtime static QDQ: int8 weights ({'per channel' if per_channel else 'per tensor'}"
                       f"{', 7-bit range' if reduce_range else ''}), uint8 activations, {method} ranges from "
                       f"{len(pool)} simulated {pool.y1.shape[-1]}px pairs{' of ' + calibration if calibration else ''}"
-                      f"; float32: {f'first {float_convs} convs, ' if float_convs > 0 else ''}"
+                      f"; float32: {f'first and last {float_convs} convs, ' if float_convs > 0 else ''}"
                       f"{', '.join(FLOAT_TAIL_OPS)} tail and head conv"),
         quantization_source_sha256=file_sha256(source))
     # The pre-processing and quantiser add their own bookkeeping keys; the model's keys are kept.

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="minmax",
                         help="how activation ranges are chosen (default %(default)s)")
     parser.add_argument("--float-convs", type=int, default=2, metavar="N",
-                        help="keep the first N convolutions in float32 (default %(default)s; 0: all int8)")
+                        help="keep the first N and the last N convolutions (the full-resolution ones) in float32 "
+                             "(default %(default)s; 0: all int8 but the head)")
     parser.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
     parser.add_argument("--full-range", action="store_true",
                         help="8-bit weights instead of 7-bit (only for CPUs with VNNI: others saturate)")
