@@ -174,11 +174,28 @@ def test_a_codec_that_needs_imagecodecs_is_refused_up_front(monkeypatch):
         writers.codec_for("jpeg")
 
 
+def assert_writing_fails_with_a_full_disk(tmp_path, canvas, **options):
+    """write_slides in a thread of its own: it must end within 10 s with the one OSError raised."""
+    import threading
+    errors = []
+
+    def write():
+        try:
+            writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.25, name="f", description="f",
+                                 codec=writers.codec_for("deflate"), threads=2, **options)
+        except OSError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and len(errors) == 1 and "No space" in str(errors[0])
+
+
 @pytest.mark.parametrize("failing", ["write_ome_tiff", "write_generic_tiff"])
 def test_either_file_failing_stops_both_writers_with_its_error(tmp_path, monkeypatch, failing):
     """The generic TIFF is written by a second thread from a bounded queue: a failure on either side
     (a full disk) must end the other side too and raise, never leave a thread waiting."""
-    import threading
     canvas = Canvas(tmp_path / "work", 1024, 768, 3, create=True)  # 12 tiles at level 0
     canvas.build_pyramid(writers.TILE)
 
@@ -188,41 +205,16 @@ def test_either_file_failing_stops_both_writers_with_its_error(tmp_path, monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(writers, failing, fails_after_two)
-    errors = []
-
-    def write():
-        try:
-            writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.25, name="f", description="f",
-                                 codec=writers.codec_for("deflate"), threads=2)
-        except OSError as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=write)
-    worker.start()
-    worker.join(10)
-    assert not worker.is_alive() and len(errors) == 1 and "No space" in str(errors[0])
+    assert_writing_fails_with_a_full_disk(tmp_path, canvas)
 
 
 def test_a_pyramid_failing_beside_level_0_ends_the_writers_with_its_error(tmp_path, monkeypatch):
     """The pyramid is built in its own thread while level 0 is encoded: its failure (a full disk) must
     reach the caller once level 1 is wanted, never leave the writers waiting for a level."""
-    import threading
     canvas = Canvas(tmp_path / "work", 1024, 768, 3, create=True)
 
     def full_disk(self, level, y, rows):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Canvas, "_reduced", full_disk)
-    errors = []
-
-    def write():
-        try:
-            writers.write_slides(tmp_path / "s.ome.tif", tmp_path / "s.tif", canvas, 0.25, name="f", description="f",
-                                 codec=writers.codec_for("deflate"), threads=2, build_pyramid_to=writers.TILE)
-        except OSError as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=write)
-    worker.start()
-    worker.join(10)
-    assert not worker.is_alive() and len(errors) == 1 and "No space" in str(errors[0])
+    assert_writing_fails_with_a_full_disk(tmp_path, canvas, build_pyramid_to=writers.TILE)
