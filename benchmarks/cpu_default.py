@@ -46,13 +46,15 @@ SHIPPED = REPO / "model_repository" / "tsva" / "1" / "model.onnx"
 MODELS = {"fp32": (SHIPPED, "float32"), "int8": (SHIPPED, "int8"), "default": (SHIPPED, "auto")}
 
 
-def parse_variants(text: str) -> list[tuple[str, str, str]]:
-    """'fp32:224/64,int8:tile' -> [(model, patch size, overlap), ...]; a model is fp32, int8, default or a path."""
+def parse_variants(text: str) -> list[tuple[str, Path, str, str, str]]:
+    """'fp32:224/64,int8:tile' -> [(name, model file, precision, patch size, overlap), ...]; a model
+    is fp32, int8, default or a path."""
     variants = []
     for item in text.split(","):
         model, _, plan = item.strip().partition(":")
         size, _, overlap = (plan or "224/64").partition("/")
-        variants.append((model, size, overlap or "64"))
+        path, precision = MODELS.get(model, (Path(model), "float32"))
+        variants.append((f"{model}:{size}/{overlap or '64'}", path, precision, size, overlap or "64"))
     return variants
 
 
@@ -80,15 +82,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     variants = parse_variants(args.variants)
-    names = [f"{m}:{s}/{o}" for m, s, o in variants]
+    names = [name for name, *_ in variants]
     result = {"machine": f"{os.cpu_count()} cores", "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
               "tile_size": args.tile_size, "concurrency": args.concurrency, "window": args.window,
               "duration_s": None if args.count else args.duration, "count": args.count or None, "rounds": args.rounds, "variants": {}}
     runs: dict[str, list[dict]] = {name: [] for name in names}
     with contextlib.ExitStack() as stack:
         gateways = {}
-        for name, (model, size, overlap) in zip(names, variants):
-            path, precision = MODELS.get(model, (Path(model), "float32"))
+        for name, path, precision, size, overlap in variants:
             if not path.is_file():
                 raise SystemExit(f"{name}: {path} not found")
             gateways[name] = stack.enter_context(start_gateway(
@@ -107,11 +108,10 @@ def main(argv=None) -> int:
                 print(f"round {round_ + 1} {name:16s} {r['fused_mp_per_s']:.3f} MP/s  "
                       f"{r['throughput']:.3f} tiles/s  load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     reference = statistics.median(r["fused_mp_per_s"] for r in runs[names[0]])
-    for name, (model, size, overlap) in zip(names, variants):
+    for name, path, precision, size, overlap in variants:
         mp = statistics.median(r["fused_mp_per_s"] for r in runs[name])
         result["variants"][name] = {
-            "model": str(MODELS.get(model, (model, ""))[0]), "precision": MODELS.get(model, ("", "float32"))[1],
-            "patch_size": size, "patch_overlap": overlap,
+            "model": str(path), "precision": precision, "patch_size": size, "patch_overlap": overlap,
             "fused_mp_per_s_median": round(mp, 3), "ratio_to_first": round(mp / reference, 3) if reference else None,
             "fused_mp_per_s_runs": [r["fused_mp_per_s"] for r in runs[name]],
             "p50_ms_runs": [r["p50"] for r in runs[name]],

@@ -69,3 +69,11 @@ def test_exported_weights_import_exactly_for_fine_tuning(tmp_path):
     back.eval()
     with torch.no_grad():
         assert torch.allclose(back(y1, y2), net(y1, y2), atol=1e-5)
+
+
+def test_the_distribution_is_read_back_from_the_model_metadata():
+    """from_ranges inverts metadata(): what `tsva quantize` calibrates on is what the model trained on."""
+    from tsva.common.metadata import ModelMetadata
+    distribution = SectionDistribution(thin_fraction=0.3, thickness_um=(0.5, 4.0), read_noise=(0.001, 0.005))
+    ranges = ModelMetadata.from_props(distribution.metadata()).section.distribution_ranges
+    assert SectionDistribution.from_ranges(ranges) == distribution

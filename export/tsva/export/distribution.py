@@ -70,6 +70,12 @@ class SectionDistribution:
                 f"per um; stain contrast {r('stain_contrast')}; {r('photons_at_white', '.0f')} photons at white; "
                 f"read noise {r('read_noise')}; stain jitter {r('stain_jitter')}")
 
+    @classmethod
+    def from_ranges(cls, ranges: dict[str, tuple[float, ...]]) -> "SectionDistribution":
+        """The inverse of metadata(), from ModelMetadata's parsed `distribution_ranges` (name ->
+        numbers: one for thin_fraction, a low-high pair for the ranges)."""
+        return cls(**{name: v[0] if len(v) == 1 else tuple(v) for name, v in ranges.items()})
+
     def metadata(self) -> dict[str, str]:
         """Flat string keys for the ONNX metadata_props."""
         out = {"distribution.thin_fraction": f"{self.thin_fraction:g}"}

@@ -52,9 +52,7 @@ def training_distribution(model: str):
         ranges = read_onnx_metadata(model).section.distribution_ranges
     except Exception:  # not readable: quantize_model says so in its own words
         return None
-    if not ranges:
-        return None
-    return SectionDistribution.from_dict({k: v[0] if len(v) == 1 else v for k, v in ranges.items()})
+    return SectionDistribution.from_ranges(ranges) if ranges else None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,8 +3,9 @@
 CPU by default; the TensorRT and CUDA execution providers are used where this ONNX Runtime build
 has them. On the CPU the model's int8 form (NAME.int8.onnx beside it, written by `tsva quantize`
 from this very file) is run when present: it computes the same tiles within 0.2 dB, faster
-(docs/performance.md); `--precision float32` keeps the float file. session.run releases the GIL and runs in one worker thread, so the event loop keeps
-serving gRPC while a batch runs, and batches never compete for the same cores.
+(docs/performance.md); `--precision float32` keeps the float file. session.run releases the GIL
+and runs in one worker thread, so the event loop keeps serving gRPC while a batch runs, and
+batches never compete for the same cores.
 """
 from __future__ import annotations
 
