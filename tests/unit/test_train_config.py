@@ -22,6 +22,7 @@ BEFORE = [
     (("--batch-size",), 8, int, None, "store"),
     (("--steps",), 2000, int, None, "store"),
     (("--lr",), 0.0005, float, None, "store"),
+    (("--loss",), "mse", None, ("mse", "psnr"), "store"),   # added after generation
     (("--pool-pairs",), 2000, int, None, "store"),
     (("--val-pairs",), 60, int, None, "store"),
     (("--val-every",), 0, int, None, "store"),
@@ -89,7 +90,7 @@ def _by_hand(args: argparse.Namespace) -> TrainConfig:
         device=args.device, amp=not args.no_amp, textures=args.textures, holdout=args.holdout,
         pool=args.pool, output=args.output or f"runs/{args.arch}", max_minutes=args.max_minutes,
         progress=not args.no_progress, init_from=args.init_from, sections=args.sections,
-        condition=args.condition, zstacks=args.zstacks)
+        condition=args.condition, zstacks=args.zstacks, loss=args.loss)
 
 
 @pytest.mark.parametrize("argv", [
@@ -98,7 +99,7 @@ def _by_hand(args: argparse.Namespace) -> TrainConfig:
     ["--width", "8", "--depth", "2", "--patch-size", "32", "--crop", "16", "--batch-size", "2", "--steps", "3",
      "--lr", "1e-3", "--pool-pairs", "4", "--val-pairs", "2", "--val-every", "1", "--pool", "p.npz", "--seed", "7",
      "--threads", "2", "--device", "cpu", "--no-amp", "--max-minutes", "0.5", "-o", "out", "--init-from", "a.pt",
-     "--sections", "fixed", "--condition", "defocus", "--zstacks", "stacks", "--no-progress", "--textures", "tex",
+     "--sections", "fixed", "--condition", "defocus", "--loss", "psnr", "--zstacks", "stacks", "--no-progress", "--textures", "tex",
      "--holdout", "a.png", "--holdout", "b.png"],
 ])
 def test_the_parsed_flags_give_the_config_the_hand_mapping_gave(argv):

@@ -13,7 +13,7 @@ from tsva.export import distributed
 from tsva.export.errors import TsvaExportError
 from tsva.export.optics import Optics, Sample
 from tsva.export.train import TrainConfig
-from tsva.export.trainer import Trainer
+from tsva.export.trainer import Trainer, training_loss
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -57,3 +57,14 @@ def test_bad_sizes_are_refused_before_anything_is_built(overrides, message):
 def test_the_output_folder_defaults_to_the_architecture():
     assert TrainConfig().output == "runs/tsva" and TrainConfig(arch="unet").output == "runs/unet"
     assert TrainConfig(arch="unet", output="x").output == "x"
+
+
+def test_the_psnr_loss_is_the_mean_of_each_pairs_negative_psnr():
+    """Two pairs 10 and 30 dB from their truth: the psnr loss is -20 dB whatever their sizes, while
+    the MSE is the hard pair's almost alone."""
+    truth = torch.zeros(2, 3, 8, 8)
+    pred = torch.stack([torch.full((3, 8, 8), 10 ** -0.5), torch.full((3, 8, 8), 10 ** -1.5)])
+    assert training_loss(pred, truth, "psnr").item() == pytest.approx(-20.0, abs=1e-3)
+    assert training_loss(pred, truth, "mse").item() == pytest.approx((0.1 + 0.001) / 2)
+    with pytest.raises(TsvaExportError, match="--loss must be mse or psnr"):
+        training_loss(pred, truth, "l1")

@@ -24,6 +24,11 @@ class TrainConfig:
     steps: int = option("--steps", default=2000, type=int, help="optimiser steps (default %(default)s)")
     lr: float = option("--lr", default=5e-4, type=float,   # the paper's Adam learning rate
                        help="Adam learning rate (default %(default)s)")
+    loss: str = option(
+        "--loss", default="mse", choices=("mse", "psnr"),   # psnr: every pair's error counts in dB
+        help="mse: the paper's mean squared error over the batch; psnr: the mean over the batch of each "
+             "pair's -PSNR, so that a pair already close to its truth (a thin section, a small dD) weighs as "
+             "much as a hard one (default %(default)s)")
     final_lr_fraction: float = 0.05  # cosine decay to lr * this (short budgets converge better)
     pool_pairs: int = option("--pool-pairs", default=2000, type=int,
                              help="simulated training pairs (default %(default)s)")

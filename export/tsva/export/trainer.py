@@ -33,6 +33,18 @@ def psnr_batch(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
 
 
+def training_loss(pred: torch.Tensor, truth: torch.Tensor, kind: str) -> torch.Tensor:
+    """mse: the batch's mean squared error (dominated by the pairs with the largest errors);
+    psnr: the batch's mean of each pair's -PSNR in dB, i.e. mean log-MSE (each pair's relative
+    improvement counts alike, which is what a per-cell median PSNR rewards)."""
+    if kind == "mse":
+        return torch.nn.functional.mse_loss(pred, truth)
+    if kind == "psnr":
+        mse = ((pred - truth) ** 2).flatten(1).mean(1)
+        return (10 * torch.log10(mse + 1e-10)).mean()
+    raise TsvaExportError(f"--loss must be mse or psnr, got {kind!r}")
+
+
 def device_of(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -257,7 +269,7 @@ class Trainer:
         y1, y2, truth = _random_dihedral(*_random_crop(pool.tensors(index), cfg.crop, rng), rng=rng)
         y1, y2, truth, dd = y1.to(device), y2.to(device), truth.to(device), dd.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
-            loss = torch.nn.functional.mse_loss(self.model(y1, y2, dd).float(), truth)
+            loss = training_loss(self.model(y1, y2, dd).float(), truth, cfg.loss)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
