@@ -28,8 +28,13 @@ if TYPE_CHECKING:
     from .train import TrainConfig
 
 
+def pair_mse(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Each pair's mean squared error, [N]."""
+    return ((pred - truth) ** 2).flatten(1).mean(1)
+
+
 def psnr_batch(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    mse = ((pred.clamp(0, 1) - truth) ** 2).flatten(1).mean(1)
+    mse = pair_mse(pred.clamp(0, 1), truth)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
 
 
@@ -40,8 +45,7 @@ def training_loss(pred: torch.Tensor, truth: torch.Tensor, kind: str) -> torch.T
     if kind == "mse":
         return torch.nn.functional.mse_loss(pred, truth)
     if kind == "psnr":
-        mse = ((pred - truth) ** 2).flatten(1).mean(1)
-        return (10 * torch.log10(mse + 1e-10)).mean()
+        return (10 * torch.log10(pair_mse(pred, truth) + 1e-10)).mean()
     raise TsvaExportError(f"--loss must be mse or psnr, got {kind!r}")
 
 
